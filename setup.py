@@ -1,0 +1,45 @@
+"""vivit_jax: ViViT video transformers in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="vivit_jax",
+    version="0.1.0",
+    description="ViViT (Arnab et al., ICCV 2021) in JAX/Flax: models, data, training, Scenic checkpoints.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["vivit_jax", "vivit_jax.*"]),
+    install_requires=[
+        # jax 0.10.x is the newest on Python 3.11; Colab's newer Python has 0.12.
+        "jax>=0.10,<0.13",
+        "flax>=0.12,<0.14",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "clu>=0.0.12",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "msgpack>=1.0",
+        "etils[epath]>=1.7",
+        "tensorflow-cpu>=2.16",
+        "av>=12",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "hf": ["torch>=2.4", "transformers>=4.40", "safetensors>=0.4"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "torch>=2.4",
+            "transformers>=4.40",
+            "safetensors>=0.4",
+        ],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

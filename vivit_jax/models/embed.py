@@ -1,0 +1,118 @@
+"""Video → tokens (paper §3.2): uniform frame sampling or tubelet embedding."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vivit_jax.models.partitioning import EMBED, axes
+
+_default_kernel_init = nn.initializers.lecun_normal()
+
+
+def central_frame_initializer():
+  """Tubelet kernel `[ft, fh, fw, c, d]` that only looks at the central frame.
+
+  Zeroes every temporal tap but `ft // 2`. (Scenic's version zeroes slices of the *width*
+  axis instead, an indexing slip; we act on time, as the paper describes.)
+  """
+  def init(key, shape, dtype=jnp.float32):
+    if len(shape) != 5:
+      raise ValueError(f"central_frame_initializer needs a 5-d kernel (t, h, w, c, d), got {shape}")
+    kernel = _default_kernel_init(key, shape, dtype)
+    keep = (jnp.arange(shape[0]) == shape[0] // 2).astype(dtype)
+    return kernel * keep[:, None, None, None, None]
+  return init
+
+
+def average_frame_initializer():
+  """Tubelet kernel with the same 2D filter at every temporal tap (I3D-style inflation)."""
+  def init(key, shape, dtype=jnp.float32):
+    if len(shape) != 5 or shape[0] < 2:
+      raise ValueError(
+          f"average_frame_initializer needs a 5-d kernel with t > 1, got {shape}")
+    # Draw the full kernel so that the variance scaling sees the 3D fan-in, then tile tap 0.
+    kernel = _default_kernel_init(key, shape, dtype)
+    return jnp.broadcast_to(kernel[:1], shape)
+  return init
+
+
+TUBELET_INITIALIZERS = {
+    "central_frame_initializer": central_frame_initializer,
+    "average_frame_initializer": average_frame_initializer,
+}
+
+
+def uniform_frame_indices(num_frames: int, n_sampled_frames: int) -> np.ndarray:
+  """Scenic's `sample_frames_uniformly`: n evenly spaced frames, excluding both ends."""
+  if n_sampled_frames >= num_frames:
+    return np.arange(num_frames)
+  step = num_frames / (n_sampled_frames + 1)
+  idx = np.round(step * np.arange(1, n_sampled_frames + 1)).astype(np.int32)
+  return np.minimum(idx, num_frames - 1)
+
+
+def tubelet_embedding(video: jax.Array, hidden_size: int, patch_size, kernel_init_method=None,
+                      dtype=jnp.float32) -> jax.Array:
+  """ViViT tubelet embedding: `embedding`, a 3D conv with stride = kernel = (ft, fh, fw).
+
+  `[b, t, h, w, c]` → `[b, t', h', w', d]`. `patch_size` is Scenic's `model.patches.size`,
+  ordered (fh, fw, ft). Call from inside a compact method: the conv belongs to the caller.
+  """
+  fh, fw, ft = patch_size
+  if kernel_init_method is None:
+    init = _default_kernel_init
+  elif kernel_init_method in TUBELET_INITIALIZERS:
+    init = TUBELET_INITIALIZERS[kernel_init_method]()
+  else:
+    raise ValueError(
+        f"model.temporal_encoding_config.kernel_init_method={kernel_init_method!r}; "
+        f"valid: {sorted(TUBELET_INITIALIZERS)} or None")
+  return nn.Conv(
+      hidden_size, (ft, fh, fw), strides=(ft, fh, fw), padding="VALID",
+      kernel_init=axes(init, (None, None, None, None, EMBED)),
+      bias_init=axes(nn.initializers.zeros, (EMBED,)),
+      dtype=dtype, name="embedding")(video)
+
+
+def frame_sampling_embedding(video: jax.Array, hidden_size: int, patch_size, n_sampled_frames: int,
+                             dtype=jnp.float32) -> jax.Array:
+  """Uniform frame sampling + ViT patch embedding: `[b, t, h, w, c]` → `[b, t_s, h', w', d]`.
+
+  As in Scenic, the sampled frames are stacked along height and embedded by one 2D conv, so
+  the parameters are an image ViT's (`embedding/kernel [fh, fw, c, d]`).
+  """
+  b, t, h, w, c = video.shape
+  fh, fw = tuple(patch_size)[:2]
+  frames = video[:, uniform_frame_indices(t, n_sampled_frames)]
+  t_s = frames.shape[1]
+  x = nn.Conv(
+      hidden_size, (fh, fw), strides=(fh, fw), padding="VALID",
+      kernel_init=axes(_default_kernel_init, (None, None, None, EMBED)),
+      bias_init=axes(nn.initializers.zeros, (EMBED,)),
+      dtype=dtype, name="embedding")(frames.reshape(b, t_s * h, w, c))
+  return x.reshape(b, t_s, h // fh, w // fw, hidden_size)
+
+
+def video_to_tokens(video: jax.Array, temporal_encoding_config, patch_size, hidden_size,
+                    dtype) -> jax.Array:
+  """Tokenises (inside the caller's compact method) `video [b, t, h, w, c]` into `tokens [b, t', n, d]` (n spatial tokens per t')."""
+  if video.ndim != 5:
+    raise ValueError(f"video must be [batch, frames, height, width, channels], got {video.shape}")
+  method = temporal_encoding_config.get("method", "3d_conv")
+  patch_size = tuple(patch_size)
+  if method == "3d_conv":
+    if len(patch_size) != 3:
+      raise ValueError(f"model.patches.size must be (fh, fw, ft) for 3d_conv, got {patch_size}")
+    x = tubelet_embedding(video, hidden_size, patch_size,
+                          temporal_encoding_config.get("kernel_init_method", None), dtype)
+  elif method == "temporal_sampling":
+    x = frame_sampling_embedding(video, hidden_size, patch_size,
+                                 temporal_encoding_config.n_sampled_frames, dtype)
+  else:
+    raise ValueError(f"model.temporal_encoding_config.method={method!r}; "
+                     "valid: '3d_conv', 'temporal_sampling'")
+  b, t, gh, gw, d = x.shape
+  if t * gh * gw == 0:
+    raise ValueError(f"no tokens: video {video.shape} is smaller than patches {patch_size}")
+  return x.reshape(b, t, gh * gw, d)
+
