@@ -8,7 +8,8 @@ Factors (fields of `lr_configs` they read):
   constant            base_learning_rate
   linear_warmup       warmup_steps (or warmup_epochs), warmup_alpha=0
   cosine_decay        steps_per_cycle, warmup_steps, alpha=0, m_mul=1, start_decay_step=0,
-                      total_steps=steps_per_cycle (Scenic shortens each cycle by its share of warmup)
+                      total_steps=steps_per_cycle (Scenic shortens each cycle by its share
+                      of the warmup)
   rsqrt_decay         warmup_steps, timescale=10_000
   linear_decay        warmup_steps, total_steps, end_learning_rate=0
   decay_every         steps_per_decay, decay_factor
