@@ -16,6 +16,7 @@ Activation axes:
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 EMBED = "embed"
 MLP = "mlp"
@@ -34,9 +35,28 @@ TOKENS = (BATCH, LENGTH, ACT_EMBED)
 MLP_HIDDEN = (BATCH, LENGTH, ACT_MLP)
 
 
+class _Partitioned(nn.LogicallyPartitioned):
+  """`LogicallyPartitioned` that tolerates flax's flat DenseGeneral kernels.
+
+  `nn.DenseGeneral` calls its initializer with a flattened 2-D shape and reshapes the boxed
+  result afterwards; flax also re-runs the initializer abstractly during `apply` to check
+  shapes. Under a mesh (`jax.set_mesh`) the stock box would constrain the flat value with the
+  3-D names and fail, so the constraint is skipped while the ranks differ.
+  """
+
+  def unbox(self, apply_constraint=True):
+    if jnp.ndim(self.value) != len(self.names):
+      return self.value
+    return super().unbox(apply_constraint)
+
+
 def axes(init: Callable, names: Sequence[str | None]) -> Callable:
   """An initializer whose parameter carries logical axis `names`."""
-  return nn.with_logical_partitioning(init, tuple(names))
+  names = tuple(names)
+
+  def boxed(*args, **kwargs):
+    return _Partitioned(init(*args, **kwargs), names)
+  return boxed
 
 
 def constrain(x, names: Sequence[str | None]):

@@ -1,0 +1,118 @@
+"""Orbax checkpoints of a training run: `WORKDIR/checkpoints/<step>/state`.
+
+One item, `state` = {'params', 'opt_state', 'step'}, saved asynchronously (training goes on
+while the arrays are written), every `config.checkpoint_steps`, at the end of training and on
+SIGTERM. Orbax writes each step to a temporary folder and renames it when complete, so a run
+killed mid-write leaves at most a temporary folder that the next start removes; the newest
+*complete* step is what a run resumes from. The data position is not stored: the training
+iterator is a deterministic function of (seed, step), so `step` is enough to continue exactly.
+
+Pretrained weights (`config.init_from`) never go through this module: only our own run folder
+is ever resumed from.
+"""
+import logging
+import signal
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+STATE = "state"
+
+
+def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
+                 async_save: bool = True) -> ocp.CheckpointManager:
+  """The run's `CheckpointManager` in `workdir/checkpoints` (created if missing)."""
+  directory = epath.Path(workdir) / "checkpoints"
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep,
+      create=True,
+      cleanup_tmp_directories=True,  # leftovers of a write that was killed
+      enable_async_checkpointing=async_save,
+  )
+  return ocp.CheckpointManager(directory, options=options, item_names=(STATE,))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: dict, *, force: bool = False) -> None:
+  """Starts an (async) save of `state` at `step`; a step already on disk is skipped."""
+  if step in manager.all_steps():
+    return
+  manager.save(step, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)}),
+               force=force)
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict) -> dict:
+  """Restores `step` into the shapes, dtypes and shardings of `abstract_state`.
+
+  Raises:
+    ValueError: listing every parameter whose name or shape does not fit the model (through
+      `vivit_jax.checkpoints.match_params`), instead of Orbax's first structural error.
+  """
+  check_fits(manager, step, abstract_state)
+  target = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
+  restored = manager.restore(
+      step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))
+  return restored[STATE]
+
+
+def check_fits(manager: ocp.CheckpointManager, step: int, abstract_state: dict) -> None:
+  """Compares the stored parameter tree with the model's before restoring anything."""
+  stored = manager.item_metadata(step)[STATE]
+  found = _shapes(stored["params"])
+  expected = _shapes(abstract_state["params"])
+  if found == expected:
+    return
+  from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  source = str(manager.directory / str(step))
+  # match_params raises with the full list; a ValueError here is a fallback if it does not.
+  checkpoints.match_params(expected, found, source=source)
+  raise ValueError(f"checkpoint {source} does not fit the model (parameter trees differ)")
+
+
+def _shapes(tree: Any) -> dict:
+  """Nested dict of `ShapeDtypeStruct`s: what match_params compares (names and shapes)."""
+  def leaf(x):
+    return jax.ShapeDtypeStruct(tuple(x.shape), np.dtype(x.dtype))
+  return jax.tree.map(leaf, _as_dict(tree), is_leaf=lambda x: hasattr(x, "shape"))
+
+
+def _as_dict(tree: Any) -> Any:
+  if hasattr(tree, "items"):
+    return {k: _as_dict(v) for k, v in tree.items()}
+  return tree
+
+
+class SigtermFlag:
+  """Set when the process receives SIGTERM (preemption); the loop saves and stops.
+
+  On several processes every host must agree on the step at which to stop, so there the
+  loop uses `jax.experimental.multihost_utils.reached_preemption_sync_point` instead.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping")
+    self._event.set()
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # no preemption service (e.g. explicit initialize without it)
+        return False
+    return self._event.is_set()
+
+  def restore_handler(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
