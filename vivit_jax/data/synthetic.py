@@ -1,0 +1,224 @@
+"""Synthetic motion dataset: a shape moving in one of 4 directions at one of 2 speeds (8 classes).
+
+Every clip: 16 frames of 32x32 on a random dark background with per-frame pixel noise; one square or
+disc (side 6 to 8 px, random bright colour, rendered with anti-aliased edges at sub-pixel positions)
+moves in a straight line at constant velocity and stays fully in view in every frame (the start is
+drawn so the whole path fits: no wrap, no bounce). Class = direction * 2 + speed with directions
+(right, left, down, up) and speeds (0.75, 1.5 px per frame), so a single frame cannot tell the class,
+while two frames a few steps apart always can (the fast path is twice as long as the slow one).
+Horizontal flipping would swap left and right, so its configs set `random_flip=False`.
+
+Deterministic by seed: clip i of a split depends only on (seed, split, i). Written as DMVR TFRecords
+(`train-0000k-of-00004`, `validation-...-of-00002`, `test-...-of-00002`) plus `label_map.json`.
+
+CLI: `python -m vivit_jax.data.synthetic --output_dir=DIR [--num_train=3000] [--seed=0]`.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Optional
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from vivit_jax.data import tfrecord
+
+DIRECTIONS = (("right", (0.0, 1.0)), ("left", (0.0, -1.0)), ("down", (1.0, 0.0)),
+              ("up", (-1.0, 0.0)))
+SPEEDS = (("slow", 0.75), ("fast", 1.5))
+CLASS_NAMES = tuple(f"{d}_{s}" for d, _ in DIRECTIONS for s, _ in SPEEDS)
+MARKER = "_SYNTHETIC_COMPLETE.json"
+_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+_SHARDS = {"train": 4, "validation": 2, "test": 2}
+
+
+def default_generation_settings() -> ml_collections.ConfigDict:
+  """`dataset_configs.synthetic`: what to generate."""
+  return ml_collections.ConfigDict({
+      "num_classes": len(CLASS_NAMES), "num_train": 3000, "num_validation": 400, "num_test": 400,
+      "num_frames": 16, "frame_size": 32, "noise_std": 8.0, "jpeg_quality": 90, "seed": 0,
+  })
+
+
+def render_clip(rng: np.random.Generator, label: int, num_frames: int = 16, size: int = 32,
+                noise_std: float = 8.0) -> np.ndarray:
+  """One clip of class `label`: uint8 [num_frames, size, size, 3]."""
+  (_, (dy, dx)), (_, speed) = DIRECTIONS[label // 2], SPEEDS[label % 2]
+  side = rng.uniform(6.0, 8.0)
+  disc = rng.random() < 0.5
+  travel = speed * (num_frames - 1)
+  room = size - side
+  if travel > room:
+    raise ValueError(f"frame_size={size} too small for {num_frames} frames at {speed} px/frame")
+  along = rng.uniform(0.0, room - travel)  # Start so that the whole path stays in view.
+  across = rng.uniform(0.0, room)
+  y0 = along if dy else across
+  x0 = along if dx else across
+  if dy < 0:
+    y0 = room - along
+  if dx < 0:
+    x0 = room - along
+  background = rng.uniform(0, 70, size=3)
+  colour = rng.uniform(130, 255, size=3)
+  grid = np.arange(size, dtype=np.float64) + 0.5  # Pixel centres.
+  frames = np.empty((num_frames, size, size, 3), np.float64)
+  for t in range(num_frames):
+    top, left = y0 + dy * speed * t, x0 + dx * speed * t
+    if disc:
+      r = side / 2
+      dist = np.hypot(grid[:, None] - (top + r), grid[None, :] - (left + r))
+      cover = np.clip(r + 0.5 - dist, 0.0, 1.0)
+    else:
+      rows = np.clip(np.minimum(grid + 0.5, top + side) - np.maximum(grid - 0.5, top), 0, 1)
+      cols = np.clip(np.minimum(grid + 0.5, left + side) - np.maximum(grid - 0.5, left), 0, 1)
+      cover = rows[:, None] * cols[None, :]
+    frames[t] = background + cover[:, :, None] * (colour - background)
+  frames += rng.normal(0.0, noise_std, size=frames.shape)
+  return np.clip(np.round(frames), 0, 255).astype(np.uint8)
+
+
+@tf.function
+def _encode_frames(frames: tf.Tensor, quality: int) -> tf.Tensor:
+  return tf.map_fn(lambda f: tf.io.encode_jpeg(f, quality=quality), frames,
+                   fn_output_signature=tf.string)
+
+
+def _split_records(settings, split: str, shard: int, num_shards: int):
+  count = settings[f"num_{split}"]
+  for i in range(shard, count, num_shards):
+    rng = np.random.default_rng([settings.seed, _SPLIT_IDS[split], i])
+    label = i % settings.num_classes
+    frames = render_clip(rng, label, settings.num_frames, settings.frame_size, settings.noise_std)
+    jpegs = _encode_frames(tf.constant(frames), settings.jpeg_quality).numpy().tolist()
+    yield tfrecord.make_clip_example(jpegs, [label], label_text=CLASS_NAMES[label],
+                                     context={tfrecord.FILENAME_KEY: f"synthetic/{split}/{i}"})
+
+
+def generate(output_dir: str, settings: Optional[ml_collections.ConfigDict] = None) -> dict:
+  """Writes every split into `output_dir` (files first moved in one by one, the marker last).
+
+  Returns:
+    {split: number of clips}.
+  """
+  settings = settings or default_generation_settings()
+  if settings.num_classes != len(CLASS_NAMES):
+    raise ValueError(f"synthetic.num_classes={settings.num_classes}: the motion task has exactly "
+                     f"{len(CLASS_NAMES)} classes {CLASS_NAMES}")
+  start = time.time()
+  tf.io.gfile.makedirs(output_dir)
+  tmp = os.path.join(output_dir, f".tmp-{os.getpid()}")
+  tf.io.gfile.makedirs(tmp)
+  counts = {}
+  try:
+    for split, num_shards in _SHARDS.items():
+      counts[split] = 0
+      for shard in range(num_shards):
+        name = f"{split}-{shard:05d}-of-{num_shards:05d}"
+        counts[split] += tfrecord.write_records_atomically(
+            os.path.join(tmp, name), _split_records(settings, split, shard, num_shards))
+      logging.info("synthetic: %s, %d clips (%.1f s)", split, counts[split], time.time() - start)
+    with open(os.path.join(tmp, "label_map.json"), "w") as f:
+      json.dump({name: i for i, name in enumerate(CLASS_NAMES)}, f, indent=1)
+    for name in sorted(os.listdir(tmp)):
+      os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+    marker = {"settings": settings.to_dict(), "counts": counts}
+    with open(os.path.join(tmp, MARKER), "w") as f:
+      json.dump(marker, f, indent=1, sort_keys=True)
+    os.replace(os.path.join(tmp, MARKER), os.path.join(output_dir, MARKER))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  logging.info("synthetic: wrote %s to %s in %.1f s", counts, output_dir, time.time() - start)
+  return counts
+
+
+def ensure_dataset(dataset_configs, *, process_index: Optional[int] = None,
+                   timeout_s: float = 1800.0) -> bool:
+  """Generates the synthetic set under `dataset_configs.base_dir` if configured and missing.
+
+  Only process 0 writes; other processes wait for the completion marker.
+
+  Returns:
+    True if this call generated the data.
+
+  Raises:
+    ValueError: if existing data was generated with other settings.
+    TimeoutError: if a non-zero process waited `timeout_s` without seeing the marker.
+  """
+  settings = dataset_configs.get("synthetic")
+  if not settings:
+    return False
+  base_dir = dataset_configs.get("base_dir")
+  if not base_dir:
+    raise ValueError("dataset_configs.base_dir is required with dataset_configs.synthetic")
+  marker = os.path.join(base_dir, MARKER)
+  wanted = default_generation_settings()
+  wanted.update(dict(settings))
+  if process_index is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index()
+  generated = False
+  if not os.path.exists(marker):
+    if process_index == 0:
+      logging.info("synthetic: generating %s into %s", wanted.to_dict(), base_dir)
+      generate(base_dir, wanted)
+      generated = True
+    else:
+      deadline = time.time() + timeout_s
+      while not os.path.exists(marker):
+        if time.time() > deadline:
+          raise TimeoutError(f"process {process_index}: {marker} did not appear in {timeout_s} s")
+        time.sleep(1.0)
+  with open(marker) as f:
+    found = json.load(f)["settings"]
+  if found != wanted.to_dict():
+    raise ValueError(f"{base_dir} holds a synthetic set made with {found}, but "
+                     f"dataset_configs.synthetic asks for {wanted.to_dict()}: delete the folder or "
+                     "choose another base_dir")
+  return generated
+
+
+def default_dataset_configs(base_dir: str) -> ml_collections.ConfigDict:
+  """The full `dataset_configs` for the synthetic set stored in `base_dir`."""
+  settings = default_generation_settings()
+  return ml_collections.ConfigDict({
+      "base_dir": base_dir,
+      "tables": {"train": f"train@{_SHARDS['train']}",
+                 "validation": f"validation@{_SHARDS['validation']}",
+                 "test": f"test@{_SHARDS['test']}"},
+      "examples_per_subset": {"train": settings.num_train, "validation": settings.num_validation,
+                              "test": settings.num_test},
+      "num_classes": settings.num_classes,
+      "num_frames": 8,
+      "stride": 2,
+      "min_resize": settings.frame_size,
+      "crop_size": settings.frame_size,
+      "zero_centering": True,
+      "num_test_clips": 1,
+      "do_three_spatial_crops": False,
+      "random_flip": False,  # Flipping would swap the 'left' and 'right' classes.
+      "augmentation_params": {"do_jitter_scale": False, "do_color_augment": False},
+      "synthetic": settings,
+  })
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--output_dir", required=True)
+  for key, value in default_generation_settings().items():
+    parser.add_argument(f"--{key}", type=type(value), default=value)
+  args = parser.parse_args(argv)
+  settings = default_generation_settings()
+  settings.update({k: getattr(args, k) for k in settings.keys()})
+  logging.set_verbosity(logging.INFO)
+  counts = generate(args.output_dir, settings)
+  print(f"Wrote {counts} to {args.output_dir}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,221 @@
+"""Training loss and metrics (pure jax, jittable), their accumulation with clu, and logging.
+
+Labels are one-hot (or soft, e.g. after mixup) `[b, C]`, as Scenic's `one_hot_labels=True`;
+integer labels `[b]` (or `[b, n_splits]` for multi-head) are accepted and one-hot encoded.
+For Epic-Kitchens the one-hot label is the concatenation of one one-hot per split (nouns ‖ verbs),
+matching the single `output_projection` of width `sum(class_splits)`.
+"""
+import json
+import os
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers
+from clu import metrics as clu_metrics
+
+from vivit_jax.models import split_logits
+
+TOP_K = 5
+
+
+def one_hot_labels(labels: jax.Array, logits: jax.Array,
+                   class_splits: Sequence[int] | None = None) -> jax.Array:
+  """Labels as float `[b, C]` matching `logits [b, C]` (integer labels are one-hot encoded)."""
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    if class_splits:
+      labels = labels.reshape(labels.shape[0], len(class_splits))
+      return jnp.concatenate([jax.nn.one_hot(labels[:, i], n, dtype=jnp.float32)
+                              for i, n in enumerate(class_splits)], axis=-1)
+    return jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  if labels.shape != logits.shape:
+    raise ValueError(f"labels {labels.shape} must be one-hot like logits {logits.shape}")
+  return labels.astype(jnp.float32)
+
+
+def _splits(logits, labels, class_splits, split_names):
+  """[(name, logits_i, labels_i)] per head; one unnamed head without class_splits."""
+  if not class_splits:
+    return [(None, logits, labels)]
+  names = list(split_names) if split_names else [str(i + 1) for i in range(len(class_splits))]
+  by_logits = split_logits(logits, class_splits, names)
+  by_labels = split_logits(labels, class_splits, names)
+  return [(n, by_logits[n], by_labels[n]) for n in names]
+
+
+def softmax_cross_entropy(logits: jax.Array, one_hot: jax.Array,
+                          label_smoothing: float | None = None) -> jax.Array:
+  """Per-example CE `[b]`; smoothing as Scenic: `y·(1 - ls) + ls / C`."""
+  if label_smoothing:
+    one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / one_hot.shape[-1]
+  return -jnp.sum(one_hot * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+
+
+def _weights(weights, logits) -> jax.Array:
+  if weights is None:
+    return jnp.ones(logits.shape[:1], jnp.float32)
+  return weights.astype(jnp.float32)
+
+
+def loss_fn(logits: jax.Array, labels: jax.Array, *, weights: jax.Array | None,
+            label_smoothing: float | None = None,
+            class_splits: Sequence[int] | None = None) -> jax.Array:
+  """Weighted mean softmax cross-entropy (scalar).
+
+  `weights [b]` is the batch mask (0 for padding). With `class_splits` (Epic-Kitchens) the loss
+  is the mean over heads of each head's CE, smoothing within each head, as Scenic's
+  ViViTMultiHeadClassificationModel.
+  """
+  w = _weights(weights, logits)
+  labels = one_hot_labels(labels, logits, class_splits)
+  per_head = [jnp.sum(softmax_cross_entropy(lg, lb, label_smoothing) * w) / (jnp.sum(w) + 1e-8)
+              for _, lg, lb in _splits(logits, labels, class_splits, None)]
+  return sum(per_head) / len(per_head)
+
+
+def correct_top_k(logits: jax.Array, one_hot: jax.Array, k: int) -> jax.Array:
+  """`[b]` 1.0 where the label (argmax of `one_hot`) is among the k largest logits.
+
+  Ties go to the lower class index (as argmax), so all-equal logits are not "all correct".
+  """
+  target = jnp.argmax(one_hot, axis=-1)
+  if k == 1:
+    return (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)
+  _, top = jax.lax.top_k(logits, min(k, logits.shape[-1]))
+  return jnp.any(top == target[:, None], axis=-1).astype(jnp.float32)
+
+
+def train_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array | None, *,
+                  class_splits: Sequence[int] | None = None,
+                  split_names: Sequence[str] | None = None
+                  ) -> dict[str, tuple[jax.Array, jax.Array]]:
+  """{name: (weighted sum, weight count)} for one batch; normalise after summing batches.
+
+  Names: `loss` (unsmoothed CE), `accuracy`, `accuracy_top_5` (only when C > 5). Multi-head:
+  `{split}_loss`, `{split}_accuracy`, `{split}_accuracy_top_5`, `loss` (mean over heads) and, for
+  two heads, `action_accuracy` (both heads right).
+  """
+  w = _weights(weights, logits)
+  n = jnp.sum(w)
+  labels = one_hot_labels(labels, logits, class_splits)
+  out, losses, both = {}, [], jnp.ones_like(w)
+  for name, lg, lb in _splits(logits, labels, class_splits, split_names):
+    prefix = f"{name}_" if name else ""
+    loss = jnp.sum(softmax_cross_entropy(lg, lb) * w)
+    top1 = correct_top_k(lg, lb, 1)
+    losses.append(loss)
+    both = both * top1
+    out[f"{prefix}loss"] = (loss, n)
+    out[f"{prefix}accuracy"] = (jnp.sum(top1 * w), n)
+    if lg.shape[-1] > TOP_K:
+      out[f"{prefix}accuracy_top_{TOP_K}"] = (jnp.sum(correct_top_k(lg, lb, TOP_K) * w), n)
+  if class_splits:
+    out["loss"] = (sum(losses) / len(losses), n)
+    if len(class_splits) == 2:
+      out["action_accuracy"] = (jnp.sum(both * w), n)
+  return out
+
+
+class MetricsAccumulator:
+  """Sums `train_metrics` outputs over steps with `clu.metrics.Average`; `.compute()` → floats."""
+
+  def __init__(self):
+    self._averages: dict[str, clu_metrics.Average] = {}
+
+  def update(self, sums: Mapping[str, tuple]) -> None:
+    for name, (total, count) in sums.items():
+      new = clu_metrics.Average(total=jnp.asarray(total, jnp.float32),
+                                count=jnp.asarray(count, jnp.float32))
+      self._averages[name] = self._averages[name].merge(new) if name in self._averages else new
+
+  def compute(self) -> dict[str, float]:
+    return {name: float(avg.compute()) for name, avg in self._averages.items()}
+
+  def reset(self) -> None:
+    self._averages = {}
+
+  def __bool__(self) -> bool:
+    return bool(self._averages)
+
+
+def _json_value(value) -> float | None:
+  value = float(np.asarray(value))
+  return value if np.isfinite(value) else None  # strict JSON has no NaN / Infinity
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The records of `WORKDIR/metrics.jsonl` (a torn last line from a crash is skipped)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+class MetricWriter:
+  """clu writers (TensorBoard events in the workdir + absl console log) and `metrics.jsonl`.
+
+  Only the primary process (process 0) writes; elsewhere every method is a no-op. Each
+  `write_scalars` call appends one JSON object `{"step": s, name: value, ...}` to
+  `WORKDIR/metrics.jsonl` (non-finite values as null). After a resume from step s, call
+  `drop_after(s)` so steps replayed after a crash appear once.
+  """
+
+  def __init__(self, workdir: str, *, is_primary: bool, asynchronous: bool = True):
+    self.is_primary = is_primary
+    self._path = os.path.join(workdir, "metrics.jsonl")
+    self._writer = None
+    if is_primary:
+      os.makedirs(workdir, exist_ok=True)
+      self._writer = metric_writers.create_default_writer(workdir, asynchronous=asynchronous)
+      self._rewrite(lambda record: True)  # repairs a line torn by a crash, if any
+
+  def _rewrite(self, keep) -> None:
+    if not os.path.exists(self._path):
+      return
+    with open(self._path, "rb") as f:
+      data = f.read()
+    records = read_metrics(os.path.dirname(self._path))
+    kept = [r for r in records if keep(r)]
+    if len(kept) == len(records) and (not data or data.endswith(b"\n")):
+      return
+    tmp = self._path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, self._path)
+
+  def drop_after(self, step: int) -> None:
+    """Removes the jsonl records with step > `step` (those a resumed run will write again)."""
+    if self.is_primary:
+      self._rewrite(lambda record: record.get("step", 0) <= step)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.is_primary:
+      return
+    values = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    self._writer.write_scalars(int(step), values)
+    record = {"step": int(step), **{k: _json_value(v) for k, v in values.items()}}
+    with open(self._path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+    if self.is_primary:
+      self._writer.write_texts(int(step), dict(texts))
+
+  def flush(self) -> None:
+    if self.is_primary:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self.is_primary and self._writer is not None:
+      self._writer.close()
+      self._writer = None
+      logging.info("metrics written to %s", self._path)

@@ -1,0 +1,1 @@
+"""Command-line tools (`python -m vivit_jax.tools.<name>`)."""
