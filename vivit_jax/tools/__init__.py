@@ -1,0 +1,1 @@
+"""Command-line tools: video conversion to TFRecords."""
