@@ -3,13 +3,9 @@ import jax
 import numpy as np
 import pytest
 
-import train_helpers as th
-import train_procs
-import train_stubs
-
-train_stubs.install()
-
-from vivit_jax import checkpointing, train  # noqa: E402
+from tests import train_helpers as th
+from tests import train_procs
+from vivit_jax import checkpointing, train
 
 
 @pytest.mark.slow

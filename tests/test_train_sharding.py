@@ -3,12 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-import train_helpers as th
-import train_stubs
-
-train_stubs.install()
-
-from vivit_jax import sharding, train  # noqa: E402
+from tests import train_helpers as th
+from vivit_jax import sharding, train
 
 
 def test_mesh_from_config_and_errors():

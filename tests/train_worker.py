@@ -31,8 +31,6 @@ def main():
     distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
                            num_processes=args.num_processes, process_id=args.process_id)
   import train_helpers as th  # pylint: disable=g-import-not-at-top
-  import train_stubs  # pylint: disable=g-import-not-at-top
-  train_stubs.install()
   from vivit_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
 
   if args.kill_in_save:
