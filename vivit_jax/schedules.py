@@ -24,6 +24,13 @@ SCHEDULES = ("compound",)
 FACTORS = ("constant", "linear_warmup", "cosine_decay", "rsqrt_decay", "linear_decay",
            "decay_every", "piecewise_constant")
 
+# Every lr_configs field some factor reads (for config checking).
+LR_CONFIG_FIELDS = (
+    "learning_rate_schedule", "factors", "base_learning_rate", "warmup_steps", "warmup_epochs",
+    "warmup_alpha", "steps_per_cycle", "total_steps", "alpha", "t_mul", "m_mul",
+    "start_decay_step", "timescale", "end_learning_rate", "steps_per_decay", "decay_factor",
+    "decay_events", "decay_factors")
+
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
