@@ -32,6 +32,16 @@ def _complete_steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+def _start_and_wait(workdir, step: int):
+  """A slow-data worker, returned once it has logged `step`."""
+  proc = train_procs.start(workdir, STEPS, "--slow_data=0.4")
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < step:
+    assert proc.poll() is None and time.time() < deadline, f"worker ended before step {step}"
+    time.sleep(0.05)
+  return proc
+
+
 def _assert_same_losses(workdir, reference):
   reference = reference[1]
   losses = th.read_losses(workdir)
@@ -45,11 +55,7 @@ def _assert_same_losses(workdir, reference):
 @pytest.mark.slow
 def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
   workdir = tmp_path / "run"
-  proc = train_procs.start(workdir, STEPS, "--slow_data=0.4")
-  deadline = time.time() + 240
-  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < 5:
-    assert proc.poll() is None and time.time() < deadline, "worker ended before step 5"
-    time.sleep(0.05)
+  proc = _start_and_wait(workdir, 5)
   os.kill(proc.pid, signal.SIGKILL)
   assert proc.wait(timeout=60) == -signal.SIGKILL
   killed_at = max(th.read_losses(workdir))
@@ -77,11 +83,7 @@ def test_sigkill_during_checkpoint_write(tmp_path, reference):
 @pytest.mark.slow
 def test_sigterm_saves_then_resumes(tmp_path, reference):
   workdir = tmp_path / "run"
-  proc = train_procs.start(workdir, STEPS, "--slow_data=0.4")
-  deadline = time.time() + 240
-  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < 3:
-    assert proc.poll() is None and time.time() < deadline, "worker ended before step 3"
-    time.sleep(0.05)
+  proc = _start_and_wait(workdir, 3)
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 1
   log = (tmp_path / "run.0.log").read_text()
