@@ -122,3 +122,16 @@ def test_misfit_checkpoint_lists_every_mismatch(tmp_path, reference):
       assert f"{part}/encoderblock_0/MlpBlock_0/{leaf}" in message, message
   assert "(16, 48)" in message and "(16, 32)" in message
   assert str(tmp_path / "checkpoints" / str(STEPS)) in message
+
+
+def test_resume_wins_over_init_from(tmp_path, reference):
+  """A run folder with checkpoints is resumed; `init_from` is not even opened."""
+  missing = str(tmp_path / "no_such_pretrained_checkpoint")
+  config = th.tiny_config(num_training_steps=STEPS, **{"init_from.checkpoint_path": missing})
+  shutil.copytree(reference[0] / "checkpoints", tmp_path / "run" / "checkpoints")
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"), mode="train",
+                                     data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+  assert summary["step"] == STEPS
+  with pytest.raises(Exception, match="no_such_pretrained_checkpoint"):  # fresh folder: init_from
+    train.train_and_evaluate(config, str(tmp_path / "fresh"), mode="train",
+                             data_fn=th.fake_data_fn, devices=jax.devices()[:1])

@@ -37,6 +37,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   c.optimizer_configs = ml_collections.ConfigDict(dict(momentum=0.9))
   c.max_grad_norm = 1.0
   c.label_smoothing = None
+  c.init_from = ml_collections.ConfigDict()
   c.lr_configs = ml_collections.ConfigDict(dict(
       learning_rate_schedule="compound", factors="constant", base_learning_rate=0.1))
   for key, value in overrides.items():
