@@ -135,3 +135,15 @@ def test_resume_wins_over_init_from(tmp_path, reference):
   with pytest.raises(Exception, match="no_such_pretrained_checkpoint"):  # fresh folder: init_from
     train.train_and_evaluate(config, str(tmp_path / "fresh"), mode="train",
                              data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+
+
+def test_eval_mode_uses_newest_checkpoint(tmp_path, reference):
+  shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
+  summary = train.train_and_evaluate(th.tiny_config(), str(tmp_path), mode="eval",
+                                     data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+  results = json.loads((tmp_path / "eval_results.json").read_text())
+  assert results["step"] == STEPS and results["num_videos"] == 10 and results["num_views"] == 2
+  assert summary["line"].startswith(f"vivit_jax done: step {STEPS} |")
+  with pytest.raises(ValueError, match=r"no checkpoint in .*config\.eval_checkpoint_path is not set"):
+    train.train_and_evaluate(th.tiny_config(), str(tmp_path / "empty"), mode="eval",
+                             data_fn=th.fake_data_fn, devices=jax.devices()[:1])

@@ -97,7 +97,9 @@ class SigtermFlag:
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    # Several processes: JAX's preemption service owns SIGTERM; replacing its handler would
+    # leave the hosts unable to agree on a step.
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
