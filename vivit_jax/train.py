@@ -312,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   batch_size = int(config.batch_size)
   steps_per_epoch = steps_per_epoch_of(config)
   total_steps = total_steps_of(config, steps_per_epoch) if mode != "eval" else 0
-  tx, lr_fn = optim.build_optimizer(config, steps_per_epoch or total_steps)
+  tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
 
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
