@@ -7,22 +7,24 @@ import pytest
 
 from tests import train_procs
 
+CONFIG = train_procs.REPO / "configs" / "synthetic.py"
 SMALL_SET = ["--config.dataset_configs.synthetic.num_train=64",
              "--config.dataset_configs.synthetic.num_validation=16",
              "--config.dataset_configs.synthetic.num_test=24"]
 
 
 def _main(tmp_path, *args):
+  """Runs the CLI from `tmp_path` (relative workdirs land there)."""
   env = train_procs.worker_env()
   env["VIVIT_DATA_DIR"] = str(tmp_path / "data")
   return subprocess.run([sys.executable, "-m", "vivit_jax.main", *args], env=env,
-                        cwd=train_procs.REPO, capture_output=True, text=True, timeout=300)
+                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
 def test_runlocal_end_to_end(tmp_path):
   workdir = tmp_path / "run"
-  out = _main(tmp_path, "--config=configs/synthetic.py:runlocal", f"--workdir={workdir}",
+  out = _main(tmp_path, f"--config={CONFIG}:runlocal", "--workdir=run",  # relative workdir
               "--config.num_training_steps=4", "--config.log_summary_steps=2", *SMALL_SET)
   assert out.returncode == 0, out.stderr[-3000:]
   last = out.stdout.strip().splitlines()[-1]
@@ -42,7 +44,7 @@ def test_runlocal_end_to_end(tmp_path):
 
 
 def test_bad_override_names_field_and_values(tmp_path):
-  out = _main(tmp_path, "--config=configs/synthetic.py:runlocal", f"--workdir={tmp_path / 'r'}",
+  out = _main(tmp_path, f"--config={CONFIG}:runlocal", f"--workdir={tmp_path / 'r'}",
               "--config.optimizer=adamm")
   assert out.returncode != 0
   assert "optimizer" in out.stderr and "adamw" in out.stderr and "momentum" in out.stderr

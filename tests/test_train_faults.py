@@ -144,6 +144,7 @@ def test_eval_mode_uses_newest_checkpoint(tmp_path, reference):
   results = json.loads((tmp_path / "eval_results.json").read_text())
   assert results["step"] == STEPS and results["num_videos"] == 10 and results["num_views"] == 2
   assert summary["line"].startswith(f"vivit_jax done: step {STEPS} |")
-  with pytest.raises(ValueError, match=r"no checkpoint in .*config\.eval_checkpoint_path is not set"):
+  with pytest.raises(ValueError,
+                     match=r"no checkpoint in .*config\.eval_checkpoint_path is not set"):
     train.train_and_evaluate(th.tiny_config(), str(tmp_path / "empty"), mode="eval",
                              data_fn=th.fake_data_fn, devices=jax.devices()[:1])

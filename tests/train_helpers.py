@@ -30,7 +30,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
       hidden_size=16, patches=dict(size=(4, 4, 2)), classifier="token",
       representation_size=None, dropout_rate=0.1, attention_dropout_rate=0.0,
       attention_config=dict(type="factorized_encoder"),
-      temporal_encoding_config=dict(method="3d_conv", kernel_init_method="central_frame_initializer"),
+      temporal_encoding_config=dict(method="3d_conv",
+                                    kernel_init_method="central_frame_initializer"),
       spatial_transformer=dict(num_layers=1, mlp_dim=32, num_heads=2),
       temporal_transformer=dict(num_layers=1, mlp_dim=32, num_heads=2)))
   c.optimizer = "momentum"
