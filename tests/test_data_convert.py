@@ -98,7 +98,7 @@ def test_folder_roundtrip_through_the_pipeline(tmp_path):
 
 def test_csv_with_times_fps_and_workers_through_the_cli(tmp_path):
   write_mp4(tmp_path / "v.mp4", moving_pattern(30), fps=30)
-  (tmp_path / "list.csv").write_text("path,label,start,end\nv.mp4,7,0.2,0.8\nv.mp4,3,0,1\n")
+  (tmp_path / "list.csv").write_text("path,label,start,end\nv.mp4,7;1,0.2,0.8\nv.mp4,3;0,0,1\n")
   out = tmp_path / "out"
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   proc = subprocess.run(
@@ -107,12 +107,14 @@ def test_csv_with_times_fps_and_workers_through_the_cli(tmp_path):
        "--workers=2"], capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr
   assert "train: 2 of 2 videos written (24 frames)" in proc.stdout
-  assert json.loads((out / "label_map.json").read_text()) == {"3": 3, "7": 7}  # Integer labels.
+  # Integer labels (two per clip, e.g. Epic-Kitchens noun;verb) are used as they are.
+  assert json.loads((out / "label_map.json").read_text()) == {"0": 0, "1": 1, "3": 3, "7": 7}
   records = list(tfrecord.iterate_records(str(out / "train-00000-of-00001")))
   lengths = {}
   for record in records:
     example = tf.train.SequenceExample.FromString(record)
-    label = example.context.feature["clip/label/index"].int64_list.value[0]
+    label, second = example.context.feature["clip/label/index"].int64_list.value
+    assert second == {7: 1, 3: 0}[label]
     frames = _decoded(record)
     assert frames.shape[1:] == (24, 32, 3)  # Short side resized to 24.
     lengths[label] = green_index(frames.astype(float)).tolist()
@@ -143,7 +145,7 @@ def test_bad_videos_are_reported_and_skipped(tmp_path, capsys):
   assert "2 of 4 videos written" in printed.out and "2 skipped" in printed.out
   assert [p for p in os.listdir(out) if ".tmp" in p] == []
   # A label missing from a given label map is skipped and counted, too.
-  (tmp_path / "map.json").write_text(json.dumps({"a": 0}))
+  (tmp_path / "map.json").write_text(json.dumps({"a": "0"}))  # SSv2 style: string indices.
   make_tfrecords.main([f"--input={tmp_path / 'in'}", f"--output_dir={tmp_path / 'o2'}",
                        "--split=s", "--num_shards=1", "--workers=1",
                        f"--label_map={tmp_path / 'map.json'}"])
