@@ -1,4 +1,5 @@
 """Video → tokens (paper §3.2): uniform frame sampling or tubelet embedding."""
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -43,11 +44,20 @@ TUBELET_INITIALIZERS = {
 
 
 def uniform_frame_indices(num_frames: int, n_sampled_frames: int) -> np.ndarray:
-  """Scenic's `sample_frames_uniformly`: n evenly spaced frames, excluding both ends."""
+  """Scenic's `sample_frames_uniformly`: evenly spaced frames, excluding both ends.
+
+  Reproduced exactly, float `arange` included: for some (num_frames, n) the float steps yield
+  n + 1 frames (e.g. 16 frames, n=2 → 3 frames). Scenic models were trained, and their position
+  embeddings sized, with those counts, so we keep them and warn.
+  """
   if n_sampled_frames >= num_frames:
     return np.arange(num_frames)
   step = num_frames / (n_sampled_frames + 1)
-  idx = np.round(step * np.arange(1, n_sampled_frames + 1)).astype(np.int32)
+  idx = np.round(np.asarray(jnp.arange(step, num_frames, step))).astype(np.int32)
+  if len(idx) != n_sampled_frames:
+    logging.warning("temporal_sampling: %d frames, n_sampled_frames=%d samples %d frames "
+                    "(Scenic's behaviour, kept for checkpoint compatibility)",
+                    num_frames, n_sampled_frames, len(idx))
   return np.minimum(idx, num_frames - 1)
 
 
