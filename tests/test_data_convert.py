@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_fixtures as fx
+from tests import data_fixtures as fx
 from vivit_jax.data import build_dataset
 from vivit_jax.data import tfrecord
 from vivit_jax.tools import make_tfrecords

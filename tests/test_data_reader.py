@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import data_fixtures as fx
+from tests import data_fixtures as fx
 from vivit_jax.data import build_dataset
 from vivit_jax.data import tfrecord
 

@@ -349,8 +349,9 @@ class VideoDataset:
       while len(pending) >= b:
         yield _public(_stack(pending[:b]))
         pending = pending[b:]
-    if self.split == "train":
-      return
+    if self.split == "train":  # Only a failure to read the files ends the infinite stream.
+      raise RuntimeError(f"the train stream of process {self.process_index} ended at clip "
+                         f"{expected}: reading {self._index.files} failed (see the log above)")
     while expected < self.num_examples:  # Failures at the very end.
       pending.append(self._failed(expected, perms, template))
       expected += 1
