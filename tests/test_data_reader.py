@@ -21,7 +21,8 @@ def test_file_spec_expansion(tmp_path):
   assert tfrecord.expand_file_spec("", [paths[2], paths[0]]) == [paths[2], paths[0]]
   assert tfrecord.expand_file_spec(str(tmp_path), f"{paths[1]},train-00000-of-00003") == [
       paths[1], paths[0]]
-  with pytest.raises(FileNotFoundError, match=r"'train@4'.*4 of 4 shards missing.*train-00000-of-00004"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"'train@4'.*4 of 4 shards missing.*train-00000-of-00004"):
     tfrecord.expand_file_spec(str(tmp_path), "train@4")
   with pytest.raises(ValueError, match="positive shard count"):
     tfrecord.expand_file_spec(str(tmp_path), "train@x")

@@ -1,4 +1,4 @@
-"""Synthetic motion set: labels follow the motion only, deterministic, generated once, atomically."""
+"""Synthetic motion set: the label is the motion only; deterministic; generated once, atomically."""
 import json
 import os
 

@@ -84,7 +84,8 @@ def expand_file_spec(base_dir: str, spec: FileSpec) -> list[str]:
 def shard_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
   """Host `process_index` of `process_count` gets files[process_index::process_count]."""
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count}).")
+    raise ValueError(
+        f"process_index={process_index} must be in [0, process_count={process_count}).")
   return list(files[process_index::process_count])
 
 

@@ -153,10 +153,23 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
       last_t = t
     if prev is None:
       raise ValueError("no video frame could be decoded")
+    announced = _announced_end(stream)
+    wanted_end = announced if end is None or announced is None else min(announced, end)
+    if wanted_end is not None and last_t + source_period < wanted_end - 2 * source_period:
+      # FFmpeg decodes what it can of a damaged file without an error: check the duration.
+      raise ValueError(f"frames stop at {last_t + source_period:.2f} s but the container announces "
+                       f"{announced:.2f} s (truncated or corrupt file)")
     stop = last_t + source_period if end is None else min(last_t + source_period, end)
     while t0 + k * period < stop - _TIME_EPS * period:
       yield prev
       k += 1
+
+
+def _announced_end(stream) -> Optional[float]:
+  """End time of the stream according to the container, in seconds (None if unknown)."""
+  if not stream.duration or stream.time_base is None:
+    return None
+  return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
 
 
 def _target_size(width: int, height: int, min_resize: int) -> tuple[int, int]:
