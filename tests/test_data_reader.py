@@ -130,6 +130,14 @@ def test_class_splits_concatenate_one_hots(tmp_path):
                           class_splits=[5, 3])
   labels = fx.collect(build_dataset(dc, "validation", 2))[0]["label"]
   np.testing.assert_array_equal(labels, [[0, 0, 0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0, 0, 1]])
+  # The same labels from two separate context keys.
+  frames = fx.jpegs(fx.index_frames(4))
+  fx.write_table(str(tmp_path), "ek2", [[
+      tfrecord.make_clip_example(frames, [], context={"noun/label/index": n, "verb/label/index": v})
+      for n, v in ((3, 1), (0, 2))]])
+  dc.tables.validation = "ek2@1"
+  dc.label_keys = ["noun/label/index", "verb/label/index"]
+  np.testing.assert_array_equal(fx.collect(build_dataset(dc, "validation", 2))[0]["label"], labels)
   with pytest.raises(ValueError, match=r"class_splits=\[5, 2\] must sum to num_classes=8"):
     build_dataset(fx.dataset_configs(str(tmp_path), {"validation": "ek@1"}, num_classes=8,
                                      class_splits=[5, 2]), "validation", 2)
