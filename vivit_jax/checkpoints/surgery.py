@@ -264,6 +264,7 @@ def _init_embedding(tr: _Transfer, restored: dict[str, Any]) -> None:
       kernel = inflate_kernel(kernel, want[0], method)
     else:
       tr.mismatches.append(("embedding/kernel", want, kernel.shape))
+      tr.put("embedding/bias", restored["bias"])
       return
   tr.put("embedding/kernel", kernel)
   tr.put("embedding/bias", restored["bias"])
