@@ -12,25 +12,32 @@ def _vit(scenic_ref):
   return ckpt.flatten(ckpt.load_scenic_checkpoint(scenic_ref / lib.VIT_CASE))
 
 
-def test_model1_reproduces_scenic_exactly(scenic_ref):
-  config, npz = lib.surgery_case(scenic_ref, "spacetime_token")
+def _surgery(scenic_ref, variant):
+  """Runs our init_from on the fixture's fresh params: (config, npz, fresh, Scenic's, ours)."""
+  config, npz = lib.surgery_case(scenic_ref, variant)
   fresh, expected = lib.fixture_prefix(npz, "fresh"), lib.fixture_prefix(npz, "result")
   out = ckpt.flatten(ckpt.init_from_pretrained(config, ckpt.unflatten(fresh)))
   assert out.keys() == expected.keys()
-  for k in expected:  # Scenic builds the inflated kernel in float64; we keep the model's float32
-    np.testing.assert_array_equal(out[k], expected[k].astype(np.float32), err_msg=k)
-    assert out[k].dtype == fresh[k].dtype
+  return config, npz, fresh, expected, out
+
+
+def _assert_scenic_prelogits(config, flat_params, npz):
   model, _ = lib.param_shapes(config.model, 5, (1, 8, 16, 16, 3))
-  prelogits = model.apply({"params": ckpt.unflatten(out)}, npz["inputs"], train=False,
+  prelogits = model.apply({"params": ckpt.unflatten(flat_params)}, npz["inputs"], train=False,
                           return_prelogits=True)
   np.testing.assert_allclose(prelogits, npz["prelogits"], atol=1e-5, rtol=0)
 
 
+def test_model1_reproduces_scenic_exactly(scenic_ref):
+  config, npz, fresh, expected, out = _surgery(scenic_ref, "spacetime_token")
+  for k in expected:  # Scenic builds the inflated kernel in float64; we keep the model's float32
+    np.testing.assert_array_equal(out[k], expected[k].astype(np.float32), err_msg=k)
+    assert out[k].dtype == fresh[k].dtype
+  _assert_scenic_prelogits(config, out, npz)
+
+
 def test_model2_reproduces_scenic_except_the_spatial_cls_fix(scenic_ref):
-  config, npz = lib.surgery_case(scenic_ref, "factorized_encoder_token")
-  fresh, expected = lib.fixture_prefix(npz, "fresh"), lib.fixture_prefix(npz, "result")
-  out = ckpt.flatten(ckpt.init_from_pretrained(config, ckpt.unflatten(fresh)))
-  assert out.keys() == expected.keys()
+  config, npz, fresh, expected, out = _surgery(scenic_ref, "factorized_encoder_token")
   for k in expected:
     if k != "cls_SpatialTransformer":
       np.testing.assert_array_equal(out[k], expected[k].astype(np.float32), err_msg=k)
@@ -43,10 +50,7 @@ def test_model2_reproduces_scenic_except_the_spatial_cls_fix(scenic_ref):
       np.testing.assert_array_equal(out[k], fresh[k], err_msg=k)
   # With Scenic's CLS put back, the whole network computes Scenic's prelogits.
   out["cls_SpatialTransformer"] = fresh["cls_SpatialTransformer"]
-  model, _ = lib.param_shapes(config.model, 5, (1, 8, 16, 16, 3))
-  prelogits = model.apply({"params": ckpt.unflatten(out)}, npz["inputs"], train=False,
-                          return_prelogits=True)
-  np.testing.assert_allclose(prelogits, npz["prelogits"], atol=1e-5, rtol=0)
+  _assert_scenic_prelogits(config, out, npz)
 
 
 def test_boxed_params_stay_boxed(scenic_ref):
