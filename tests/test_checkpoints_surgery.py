@@ -140,6 +140,23 @@ def test_model3_zero_temporal_attention_for_identity_init(scenic_ref):
       vit["Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"])
 
 
+def test_model4_and_model2_gap_from_vit(scenic_ref):
+  vit = _vit(scenic_ref)
+  config = lib.vivit_config(attention_config=dict(type="factorized_dot_product_attention"),
+                            classifier="gap")
+  _, out = _init(config, scenic_ref)
+  for k, v in vit.items():
+    if "encoderblock" in k or "encoder_norm" in k:
+      np.testing.assert_array_equal(out[k], v, err_msg=k)
+  fe = lib.read_config(scenic_ref / "vivit/factorized_encoder_token/config.json")
+  fe.model.classifier = "gap"  # no CLS tokens anywhere: the ViT's cls has no destination
+  fe.init_from = dict(positional_embed_size_change="tile")
+  _, out = _init(fe, scenic_ref)
+  np.testing.assert_array_equal(out["SpatialTransformer/posembed_input/pos_embedding"][0],
+                                vit["Transformer/posembed_input/pos_embedding"][0, 1:])
+  assert not any(k.startswith("cls") for k in out)
+
+
 @pytest.mark.parametrize("how", ["resize", "resize_tile"])
 def test_posemb_resize_modes(scenic_ref, how):
   vit_pe = _vit(scenic_ref)["Transformer/posembed_input/pos_embedding"]  # [1, 1 + 4*4, 48]

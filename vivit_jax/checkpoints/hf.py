@@ -102,6 +102,19 @@ def _as_numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- import
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _download(repo_id: str) -> str:
+  """A hub model id (e.g. google/vivit-b-16x2-kinetics400) → local snapshot (uses the HF cache)."""
+  try:
+    from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
+    return snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors",
+                                                      "*.safetensors.index.json"])
+  except Exception as e:  # offline, unknown repo, ...: say what was tried
+    raise CheckpointFormatError(
+        f"{repo_id!r} is neither a local path nor a downloadable Hugging Face model: {e}") from e
+
 def hf_config_to_model_config(hf: Mapping[str, Any], *, allow_gelu_mismatch: bool = False,
                               source: str = "") -> ml_collections.ConfigDict:
   """VivitConfig (as a dict) → our `model` config (+ `num_classes`, `video_size`)."""
@@ -197,7 +210,9 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
 
   Args:
     path: a model directory (`config.json` + `model.safetensors`, sharded safetensors or
-      `pytorch_model.bin`), a `.safetensors` file, or an in-memory state dict (tensors or arrays).
+      `pytorch_model.bin`), a `.safetensors` file, a hub id such as
+      'google/vivit-b-16x2-kinetics400' (downloaded through huggingface_hub's cache when it is
+      not a local path), or an in-memory state dict (tensors or arrays).
     hf_config: the VivitConfig as a dict (or a `transformers.VivitConfig`); read from
       `path/config.json` when omitted.
     allow_gelu_mismatch: import a model trained with exact GELU anyway.
@@ -212,6 +227,8 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
     source, sd = "<state dict>", _as_numpy_state_dict(path)
   else:
     source = str(path)
+    if not os.path.exists(source) and _HUB_ID.fullmatch(source):
+      source = _download(source)
     if not os.path.exists(source):
       raise CheckpointFormatError(f"Hugging Face checkpoint not found: {source}")
     sd = _read_state_dict(source)
