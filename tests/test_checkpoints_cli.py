@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -82,5 +83,12 @@ def test_load_params_reads_train_loop_checkpoints(tmp_path):
     _same(ckpt.load_params(tmp_path / path), params)
   ckpt.save_params(params, tmp_path / "params_only")
   _same(ckpt.load_params(tmp_path / "params_only"), params)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("fsdp",))
+  sharded = {"w": jax.device_put(np.arange(8.0, dtype=np.float32).reshape(4, 2),
+                                 jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp")))}
+  ckpt.save_params(sharded, tmp_path / "sharded")
+  loaded = ckpt.load_params(tmp_path / "sharded")
+  assert isinstance(loaded["w"], np.ndarray)
+  np.testing.assert_array_equal(loaded["w"], np.asarray(sharded["w"]))
   with pytest.raises(ckpt.CheckpointFormatError, match=r"not an Orbax checkpoint"):
     ckpt.load_params(tmp_path / "workdir/checkpoints/10/state/d")

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError
-from vivit_jax.checkpoints.tree import flatten, unflatten
+from vivit_jax.checkpoints.tree import flatten, unboxed_flat, unflatten
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
 # ----------------------------------------------------------------------------- export
 def params_to_state_dict(params: Mapping[str, Any], num_layers: int) -> dict[str, np.ndarray]:
   """Our Model 1 params → HF tensors (current transformers names)."""
-  flat = {k: np.asarray(v, dtype=np.float32) for k, v in flatten(dict(params)).items()}
+  flat = {k: np.asarray(v, dtype=np.float32) for k, v in unboxed_flat(params).items()}
   sd = {
       "vivit.embeddings.cls_token": flat["cls"],
       "vivit.embeddings.position_embeddings": flat["Transformer/posembed_input/pos_embedding"],
@@ -310,7 +310,7 @@ def export_hf(config, params: Mapping[str, Any], out_dir: str, *, num_frames: in
   Args:
     config: the `model` config (as from `import_hf`), or a full config (its `model` and
       `dataset_configs.num_frames` / `crop_size` are used).
-    params: our parameters (plain arrays; boxes are not accepted here — unbox first).
+    params: our parameters (arrays or flax boxes).
     out_dir: created (written to a temporary sibling, then renamed; must not exist yet).
     num_frames, image_size: input size; default from the config (see above).
 
@@ -357,6 +357,7 @@ def export_hf(config, params: Mapping[str, Any], out_dir: str, *, num_frames: in
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir):
     raise FileExistsError(f"{out_dir} exists; export_hf does not overwrite")
+  os.makedirs(os.path.dirname(out_dir), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=os.path.dirname(out_dir))
   try:
     model.save_pretrained(tmp, safe_serialization=True)

@@ -42,7 +42,7 @@ import scipy.ndimage
 
 from vivit_jax.checkpoints.errors import CheckpointMismatchError
 from vivit_jax.checkpoints.tree import dtype_of, flatten, replace_values, shape_of, unboxed_flat
-from vivit_jax.checkpoints.vit import load_pretrained_params
+from vivit_jax.checkpoints.vit import check_format, load_pretrained_params
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,7 @@ def init_from_pretrained(config: ml_collections.ConfigDict, params: Any) -> Any:
   if init_from is None or not init_from.get("checkpoint_path"):
     raise ValueError("config.init_from.checkpoint_path is required for init_from_pretrained")
   path = str(init_from.checkpoint_path)
+  check_format(init_from.get("checkpoint_format", "scenic"))
   restored = load_pretrained_params(path)
   fresh = unboxed_flat(params)
   new = transfer(config, fresh, restored, path)
