@@ -1,1 +1,1 @@
-"""Command-line tools: video conversion to TFRecords."""
+"""Command-line tools (`python -m vivit_jax.tools.<name>`)."""

@@ -1,0 +1,387 @@
+"""Hugging Face `VivitForVideoClassification` ⇄ our Model 1 (spacetime attention, CLS token).
+
+Layout facts (transformers' modeling_vivit.py):
+  * input `pixel_values [b, t, c, h, w]`; `tubelet_size = [ft, fh, fw]`; the Conv3d weight is
+    `[d, c, ft, fh, fw]` and tokens come out time-major (t', h', w'), as ours;
+  * Linear weights are `[out, in]`; q/k/v/o are `[heads*head_dim]`-wide, ours `[d, heads, head_dim]`;
+  * the classifier reads the CLS token after the final LayerNorm (our classifier='token');
+  * activation `hidden_act`: our MLP uses the tanh-approximated GELU (flax's `nn.gelu`), which is
+    HF's 'gelu_fast' / 'gelu_new' / 'gelu_pytorch_tanh'. An exact-'gelu' model is refused on import
+    (its logits would differ by ~1e-3) unless `allow_gelu_mismatch=True`; export writes 'gelu_fast'
+    (what google/vivit-b-16x2-kinetics400 uses);
+  * `layer_norm_eps` must be 1e-6 (ours), `qkv_bias` True.
+Both the current parameter names (`vivit.layers.<i>.attention.q_proj`) and the older ones the hub
+checkpoints use (`vivit.encoder.layer.<i>.attention.attention.query`) are read.
+"""
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+
+from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError
+from vivit_jax.checkpoints.tree import flatten, unboxed_flat, unflatten
+
+log = logging.getLogger(__name__)
+
+TANH_GELUS = ("gelu_fast", "gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh")
+_OLD_NAMES = (  # hub checkpoints (transformers < 5) → current names
+    (r"\.encoder\.layer\.", ".layers."),
+    (r"\.attention\.attention\.(query|key|value)\.",
+     lambda m: f".attention.{m.group(1)[0]}_proj."),
+    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+)
+_LAYER = "vivit.layers.{i}."
+
+
+def _modernise(name: str) -> str:
+  for pattern, repl in _OLD_NAMES:
+    name = re.sub(pattern, repl, name)
+  return name
+
+
+# ----------------------------------------------------------------------------- reading
+def _read_state_dict(path: str) -> dict[str, np.ndarray]:
+  if os.path.isdir(path):
+    names = os.listdir(path)
+    if "model.safetensors" in names:
+      return _read_safetensors([os.path.join(path, "model.safetensors")])
+    if "model.safetensors.index.json" in names:
+      with open(os.path.join(path, "model.safetensors.index.json")) as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+      return _read_safetensors([os.path.join(path, s) for s in shards])
+    if "pytorch_model.bin" in names:
+      return _read_torch_bin(os.path.join(path, "pytorch_model.bin"))
+    raise CheckpointFormatError(
+        f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+  if path.endswith(".safetensors"):
+    return _read_safetensors([path])
+  if path.endswith(".bin") or path.endswith(".pt"):
+    return _read_torch_bin(path)
+  raise CheckpointFormatError(f"{path}: expected a Hugging Face model directory or a "
+                              ".safetensors / pytorch_model.bin file")
+
+
+def _read_safetensors(paths: list[str]) -> dict[str, np.ndarray]:
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  out = {}
+  for p in paths:
+    try:
+      out.update(load_file(p))
+    except (SafetensorError, OSError) as e:
+      raise CheckpointFormatError(f"{p} is not a readable safetensors file: {e}") from e
+    except TypeError:  # bfloat16 has no numpy dtype: go through torch
+      from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
+      out.update({k: v.float().numpy() for k, v in load_torch(p).items()})
+  return out
+
+
+def _read_torch_bin(path: str) -> dict[str, np.ndarray]:
+  import torch  # pylint: disable=g-import-not-at-top
+  # weights_only: tensors and containers only, no arbitrary objects are unpickled.
+  sd = torch.load(path, map_location="cpu", weights_only=True)
+  return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+
+
+def _as_numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in state_dict.items():
+    if hasattr(v, "detach"):  # torch tensor
+      v = v.detach().cpu()
+      v = v.float().numpy() if v.is_floating_point() else v.numpy()
+    out[k] = np.asarray(v)
+  return out
+
+
+# ----------------------------------------------------------------------------- import
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _download(repo_id: str) -> str:
+  """A hub model id (e.g. google/vivit-b-16x2-kinetics400) → local snapshot (uses the HF cache)."""
+  try:
+    from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
+    return snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors",
+                                                      "*.safetensors.index.json"])
+  except Exception as e:  # offline, unknown repo, ...: say what was tried
+    raise CheckpointFormatError(
+        f"{repo_id!r} is neither a local path nor a downloadable Hugging Face model: {e}") from e
+
+def hf_config_to_model_config(hf: Mapping[str, Any], *, allow_gelu_mismatch: bool = False,
+                              source: str = "") -> ml_collections.ConfigDict:
+  """VivitConfig (as a dict) → our `model` config (+ `num_classes`, `video_size`)."""
+  act = hf.get("hidden_act", "gelu_fast")
+  if act not in TANH_GELUS:
+    msg = (f"{source}: hidden_act={act!r}; vivit_jax's MLP uses the tanh-approximated GELU "
+           f"(HF {list(TANH_GELUS)})")
+    if not allow_gelu_mismatch:
+      raise ValueError(msg + "; logits would differ (~1e-3). Pass allow_gelu_mismatch=True "
+                       "to import anyway (fine-tuning absorbs the difference)")
+    log.warning("%s; importing anyway", msg)
+  eps = float(hf.get("layer_norm_eps", 1e-6))
+  if abs(eps - 1e-6) > 1e-12:
+    raise ValueError(f"{source}: layer_norm_eps={eps}; vivit_jax's LayerNorms use 1e-6")
+  if not hf.get("qkv_bias", True):
+    raise ValueError(f"{source}: qkv_bias=False is not supported (Scenic ViViT has q/k/v biases)")
+  ft, fh, fw = (int(s) for s in hf.get("tubelet_size", (2, 16, 16)))
+  size = hf.get("image_size", 224)
+  h, w = (size, size) if isinstance(size, int) else tuple(size)
+  return ml_collections.ConfigDict(dict(
+      attention_config=dict(type="spacetime"),
+      classifier="token",
+      hidden_size=int(hf.get("hidden_size", 768)),
+      num_heads=int(hf.get("num_attention_heads", 12)),
+      num_layers=int(hf.get("num_hidden_layers", 12)),
+      mlp_dim=int(hf.get("intermediate_size", 3072)),
+      patches=dict(size=(fh, fw, ft)),
+      temporal_encoding_config=dict(method="3d_conv"),
+      representation_size=None,
+      dropout_rate=float(hf.get("hidden_dropout_prob", 0.0)),
+      attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.0)),
+      stochastic_droplayer_rate=0.0,
+      num_classes=None,
+      video_size=(int(hf.get("num_frames", 32)), int(h), int(w)),
+  ))
+
+
+def _linear_in_out(w: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(w.T)
+
+
+def state_dict_to_params(sd: Mapping[str, np.ndarray], mc: ml_collections.ConfigDict,
+                         source: str) -> dict[str, Any]:
+  """HF tensors → our flat → nested params (every HF tensor must be used)."""
+  sd = {_modernise(k): v for k, v in sd.items()}
+  sd = {k: v for k, v in sd.items() if not k.startswith("vivit.pooler.")}  # unused by the classifier
+  d, heads = mc.hidden_size, mc.num_heads
+  hd = d // heads
+  used, flat = set(), {}
+
+  def take(name):
+    if name not in sd:
+      raise CheckpointFormatError(f"{source}: missing tensor {name!r}")
+    used.add(name)
+    return sd[name]
+
+  flat["cls"] = take("vivit.embeddings.cls_token")
+  flat["Transformer/posembed_input/pos_embedding"] = take("vivit.embeddings.position_embeddings")
+  conv = take("vivit.embeddings.patch_embeddings.projection.weight")  # [d, c, ft, fh, fw]
+  flat["embedding/kernel"] = np.ascontiguousarray(conv.transpose(2, 3, 4, 1, 0))
+  flat["embedding/bias"] = take("vivit.embeddings.patch_embeddings.projection.bias")
+  for i in range(mc.num_layers):
+    hf_l, ours = _LAYER.format(i=i), f"Transformer/encoderblock_{i}/"
+    for hf_ln, our_ln in (("layernorm_before", "LayerNorm_0"), ("layernorm_after", "LayerNorm_1")):
+      flat[ours + our_ln + "/scale"] = take(hf_l + hf_ln + ".weight")
+      flat[ours + our_ln + "/bias"] = take(hf_l + hf_ln + ".bias")
+    attn = ours + "MultiHeadDotProductAttention_0/"
+    for name in ("query", "key", "value"):
+      proj = hf_l + f"attention.{name[0]}_proj."
+      flat[attn + name + "/kernel"] = _linear_in_out(take(proj + "weight")).reshape(d, heads, hd)
+      flat[attn + name + "/bias"] = take(proj + "bias").reshape(heads, hd)
+    flat[attn + "out/kernel"] = _linear_in_out(take(hf_l + "attention.o_proj.weight")).reshape(
+        heads, hd, d)
+    flat[attn + "out/bias"] = take(hf_l + "attention.o_proj.bias")
+    for j, fc in enumerate(("fc1", "fc2")):
+      flat[ours + f"MlpBlock_0/Dense_{j}/kernel"] = _linear_in_out(take(hf_l + f"mlp.{fc}.weight"))
+      flat[ours + f"MlpBlock_0/Dense_{j}/bias"] = take(hf_l + f"mlp.{fc}.bias")
+  flat["Transformer/encoder_norm/scale"] = take("vivit.layernorm.weight")
+  flat["Transformer/encoder_norm/bias"] = take("vivit.layernorm.bias")
+  flat["output_projection/kernel"] = _linear_in_out(take("classifier.weight"))
+  flat["output_projection/bias"] = take("classifier.bias")
+  unused = sorted(set(sd) - used)
+  if unused:
+    raise CheckpointMismatchError(source, unused=unused,
+                                  note="(tensors that a ViViT Model 1 with this config has no "
+                                       "place for: more layers than config.num_hidden_layers?)")
+  return unflatten({k: np.asarray(v, dtype=np.float32) for k, v in flat.items()})
+
+
+def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
+              allow_gelu_mismatch: bool = False) -> tuple[ml_collections.ConfigDict, dict]:
+  """Imports a Hugging Face `VivitForVideoClassification` into our Model 1.
+
+  Args:
+    path: a model directory (`config.json` + `model.safetensors`, sharded safetensors or
+      `pytorch_model.bin`), a `.safetensors` file, a hub id such as
+      'google/vivit-b-16x2-kinetics400' (downloaded through huggingface_hub's cache when it is
+      not a local path), or an in-memory state dict (tensors or arrays).
+    hf_config: the VivitConfig as a dict (or a `transformers.VivitConfig`); read from
+      `path/config.json` when omitted.
+    allow_gelu_mismatch: import a model trained with exact GELU anyway.
+
+  Returns:
+    `(model_config, params)`: `model_config` is the `model` part of a Scenic-style config for
+    `vivit_jax.models.build_model`, plus two fields of ours: `num_classes` and
+    `video_size = (frames, height, width)` the position embeddings were made for.
+    `params` are nested dicts of float32 numpy arrays with Scenic names.
+  """
+  if isinstance(path, Mapping):
+    source, sd = "<state dict>", _as_numpy_state_dict(path)
+  else:
+    source = str(path)
+    if not os.path.exists(source) and _HUB_ID.fullmatch(source):
+      source = _download(source)
+    if not os.path.exists(source):
+      raise CheckpointFormatError(f"Hugging Face checkpoint not found: {source}")
+    sd = _read_state_dict(source)
+  if hf_config is None:
+    cfg_file = os.path.join(source if os.path.isdir(source) else os.path.dirname(source),
+                            "config.json")
+    if not os.path.isfile(cfg_file):
+      raise CheckpointFormatError(f"{source}: no config.json beside the weights; pass hf_config=")
+    with open(cfg_file) as f:
+      hf_config = json.load(f)
+  elif hasattr(hf_config, "to_dict"):
+    hf_config = hf_config.to_dict()
+  if hf_config.get("model_type", "vivit") != "vivit":
+    raise CheckpointFormatError(f"{source}: model_type={hf_config.get('model_type')!r}, "
+                                "expected 'vivit' (VivitForVideoClassification)")
+  mc = hf_config_to_model_config(hf_config, allow_gelu_mismatch=allow_gelu_mismatch,
+                                 source=source)
+  params = state_dict_to_params(sd, mc, source)
+  mc.num_classes = int(params["output_projection"]["bias"].shape[0])
+  return mc, params
+
+
+# ----------------------------------------------------------------------------- export
+def params_to_state_dict(params: Mapping[str, Any], num_layers: int) -> dict[str, np.ndarray]:
+  """Our Model 1 params → HF tensors (current transformers names)."""
+  flat = {k: np.asarray(v, dtype=np.float32) for k, v in unboxed_flat(params).items()}
+  sd = {
+      "vivit.embeddings.cls_token": flat["cls"],
+      "vivit.embeddings.position_embeddings": flat["Transformer/posembed_input/pos_embedding"],
+      "vivit.embeddings.patch_embeddings.projection.weight":
+          flat["embedding/kernel"].transpose(4, 3, 0, 1, 2),
+      "vivit.embeddings.patch_embeddings.projection.bias": flat["embedding/bias"],
+      "vivit.layernorm.weight": flat["Transformer/encoder_norm/scale"],
+      "vivit.layernorm.bias": flat["Transformer/encoder_norm/bias"],
+      "classifier.weight": flat["output_projection/kernel"].T,
+      "classifier.bias": flat["output_projection/bias"],
+  }
+  for i in range(num_layers):
+    hf_l, ours = _LAYER.format(i=i), f"Transformer/encoderblock_{i}/"
+    sd[hf_l + "layernorm_before.weight"] = flat[ours + "LayerNorm_0/scale"]
+    sd[hf_l + "layernorm_before.bias"] = flat[ours + "LayerNorm_0/bias"]
+    sd[hf_l + "layernorm_after.weight"] = flat[ours + "LayerNorm_1/scale"]
+    sd[hf_l + "layernorm_after.bias"] = flat[ours + "LayerNorm_1/bias"]
+    attn = ours + "MultiHeadDotProductAttention_0/"
+    for name in ("query", "key", "value"):
+      k = flat[attn + name + "/kernel"]
+      sd[hf_l + f"attention.{name[0]}_proj.weight"] = k.reshape(k.shape[0], -1).T
+      sd[hf_l + f"attention.{name[0]}_proj.bias"] = flat[attn + name + "/bias"].reshape(-1)
+    o = flat[attn + "out/kernel"]
+    sd[hf_l + "attention.o_proj.weight"] = o.reshape(-1, o.shape[-1]).T
+    sd[hf_l + "attention.o_proj.bias"] = flat[attn + "out/bias"]
+    for j, fc in enumerate(("fc1", "fc2")):
+      sd[hf_l + f"mlp.{fc}.weight"] = flat[ours + f"MlpBlock_0/Dense_{j}/kernel"].T
+      sd[hf_l + f"mlp.{fc}.bias"] = flat[ours + f"MlpBlock_0/Dense_{j}/bias"]
+  return {k: np.ascontiguousarray(v) for k, v in sd.items()}
+
+
+def _video_size(config, num_frames, image_size) -> tuple[int, int, int]:
+  mc = config.model if "model" in config else config
+  ds = config.get("dataset_configs") if "model" in config else None
+  vs = mc.get("video_size")
+  if num_frames is None:
+    num_frames = (ds or {}).get("num_frames") or (vs[0] if vs else None)
+  if image_size is None:
+    crop = (ds or {}).get("crop_size")
+    image_size = crop or ((vs[1], vs[2]) if vs else None)
+  if num_frames is None or image_size is None:
+    raise ValueError("export_hf needs the input size the position embeddings were made for: "
+                     "pass num_frames= and image_size=, or a full config with "
+                     "dataset_configs.num_frames and dataset_configs.crop_size")
+  h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+  return int(num_frames), int(h), int(w)
+
+
+def export_hf(config, params: Mapping[str, Any], out_dir: str, *, num_frames: int | None = None,
+              image_size: int | tuple[int, int] | None = None) -> str:
+  """Writes our Model 1 as a `transformers` VivitForVideoClassification directory.
+
+  Args:
+    config: the `model` config (as from `import_hf`), or a full config (its `model` and
+      `dataset_configs.num_frames` / `crop_size` are used).
+    params: our parameters (arrays or flax boxes).
+    out_dir: created (written to a temporary sibling, then renamed; must not exist yet).
+    num_frames, image_size: input size; default from the config (see above).
+
+  Returns: `out_dir`. Load it with `VivitForVideoClassification.from_pretrained(out_dir)`.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  mc = config.model if "model" in config else config
+  kind = mc.get("attention_config", {}).get("type", "spacetime")
+  problems = []
+  if kind != "spacetime":
+    problems.append(f"attention_config.type={kind!r} (HF has only 'spacetime', Model 1)")
+  if mc.get("classifier", "gap") != "token":
+    problems.append(f"classifier={mc.get('classifier')!r} (HF classifies the CLS token: 'token')")
+  if mc.get("representation_size") is not None:
+    problems.append("representation_size is set (HF has no pre_logits layer)")
+  if mc.get("temporal_encoding_config", {}).get("method", "3d_conv") != "3d_conv":
+    problems.append("temporal_encoding_config.method must be '3d_conv' (tubelets)")
+  if problems:
+    raise ValueError("export_hf: this model cannot be expressed as VivitForVideoClassification: "
+                     + "; ".join(problems))
+  t, h, w = _video_size(config, num_frames, image_size)
+  fh, fw, ft = tuple(mc.patches.size)
+  num_classes = int(np.shape(params["output_projection"]["bias"])[0])
+  channels = int(np.shape(params["embedding"]["kernel"])[3])
+  hf_cfg = transformers.VivitConfig(
+      image_size=[h, w] if h != w else h, num_frames=t, tubelet_size=[ft, fh, fw],
+      num_channels=channels, hidden_size=int(mc.hidden_size), num_hidden_layers=int(mc.num_layers),
+      num_attention_heads=int(mc.num_heads), intermediate_size=int(mc.mlp_dim),
+      hidden_act="gelu_fast", layer_norm_eps=1e-6, qkv_bias=True,
+      hidden_dropout_prob=float(mc.get("dropout_rate", 0.0)),
+      attention_probs_dropout_prob=float(mc.get("attention_dropout_rate", 0.0)),
+      num_labels=num_classes)
+  model = transformers.VivitForVideoClassification(hf_cfg)
+  sd = {k: torch.from_numpy(v) for k, v in params_to_state_dict(params, mc.num_layers).items()}
+  expected = model.state_dict()
+  bad = [(k, tuple(expected[k].shape), tuple(v.shape)) for k, v in sd.items()
+         if k in expected and tuple(expected[k].shape) != tuple(v.shape)]
+  missing, unused = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+  if bad or missing or unused:
+    raise CheckpointMismatchError(f"export to {out_dir}", bad, missing, unused,
+                                  note=f"(input size {t}x{h}x{w}: does it match the params?)")
+  model.load_state_dict(sd, strict=True)
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir):
+    raise FileExistsError(f"{out_dir} exists; export_hf does not overwrite")
+  os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=os.path.dirname(out_dir))
+  try:
+    model.save_pretrained(tmp, safe_serialization=True)
+    os.rename(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  log.info("exported HF VivitForVideoClassification to %s", out_dir)
+  return out_dir
+
+
+def infer_model_config(params: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Model 1 `model` config read off the parameter shapes (for export without a config file)."""
+  flat = flatten(dict(params))
+  if "cls" not in flat or "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel" \
+      not in flat or np.ndim(flat.get("embedding/kernel")) != 5:
+    raise ValueError("cannot infer a Model 1 config (spacetime, CLS token, tubelets) from these "
+                     "params; pass the config")
+  d, heads, _ = np.shape(flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"])
+  ft, fh, fw, _, _ = np.shape(flat["embedding/kernel"])
+  layers = len({k.split("/")[1] for k in flat if k.startswith("Transformer/encoderblock_")})
+  return ml_collections.ConfigDict(dict(
+      attention_config=dict(type="spacetime"), classifier="token", hidden_size=int(d),
+      num_heads=int(heads), num_layers=layers,
+      mlp_dim=int(np.shape(flat["Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"])[1]),
+      patches=dict(size=(int(fh), int(fw), int(ft))), temporal_encoding_config=dict(method="3d_conv"),
+      representation_size=None))
