@@ -138,6 +138,10 @@ def test_class_splits_concatenate_one_hots(tmp_path):
   dc.tables.validation = "ek2@1"
   dc.label_keys = ["noun/label/index", "verb/label/index"]
   np.testing.assert_array_equal(fx.collect(build_dataset(dc, "validation", 2))[0]["label"], labels)
+  # Without class_splits, several values are a multi-hot target.
+  dc = fx.dataset_configs(str(tmp_path), {"validation": "ek@1"}, num_classes=5)
+  np.testing.assert_array_equal(fx.collect(build_dataset(dc, "validation", 2))[0]["label"],
+                                [[0, 1, 0, 1, 0], [1, 0, 1, 0, 0]])
   with pytest.raises(ValueError, match=r"class_splits=\[5, 2\] must sum to num_classes=8"):
     build_dataset(fx.dataset_configs(str(tmp_path), {"validation": "ek@1"}, num_classes=8,
                                      class_splits=[5, 2]), "validation", 2)
