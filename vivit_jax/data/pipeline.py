@@ -87,8 +87,9 @@ class ClipConfig:
       return dc.get(key)
 
     def positive(key, default=None):
-      value = dc.get(key, default) if default is not None else need(key)
-      if int(value) != value or value < 1:
+      value = need(key) if default is None else dc.get(key)
+      value = default if value is None else value
+      if not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise ValueError(f"dataset_configs.{key}={value!r} must be a positive integer")
       return int(value)
 
