@@ -11,7 +11,7 @@ import pytest
 
 from vivit_jax import optim
 from vivit_jax.models import build_model
-from vivit_jax.schedules import build_lr_schedule, total_training_steps
+from vivit_jax.schedules import build_lr_schedule, steps_per_epoch_of, total_training_steps
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
@@ -43,7 +43,9 @@ def test_compound_cosine_with_warmup_matches_scenic_formula():
 
 
 def test_warmup_epochs_and_default_cycle_from_epochs():
-  config = _config(num_training_steps=None, num_training_epochs=22)
+  config = _config(num_training_steps=None, num_training_epochs=22, batch_size=8,
+                   dataset_configs={"examples_per_subset": {"train": 47}})
+  assert steps_per_epoch_of(config) == 5  # 47 // 8, as Scenic
   assert total_training_steps(config, steps_per_epoch=5) == 110
   lr = _lr(learning_rate_schedule="compound", factors="constant*cosine_decay*linear_warmup",
            base_learning_rate=0.1, warmup_epochs=2)  # 2 epochs × 5 steps, cycle = 110

@@ -180,21 +180,12 @@ def _check_dataset(config) -> None:
     pipeline.ClipConfig.from_configs(dc)
 
 
-def steps_per_epoch_of(config) -> int | None:
-  """Train steps per epoch from `dataset_configs.examples_per_subset.train` and `batch_size`."""
-  dc = config.get("dataset_configs") or {}
-  train = (dc.get("examples_per_subset") or {}).get("train")
-  if not train or not config.get("batch_size"):
-    return None
-  return max(1, train // int(config.batch_size))
-
-
 def _check_training(config) -> None:
   _int(config, "batch_size", "batch_size", required=True)
   _int(config, "eval_batch_size", "eval_batch_size")
   steps = _int(config, "num_training_steps", "num_training_steps")
   _number(config, "num_training_epochs", "num_training_epochs")
-  per_epoch = steps_per_epoch_of(config)
+  per_epoch = schedules.steps_per_epoch_of(config)
   if steps is None:
     if not config.get("num_training_epochs"):
       raise ValueError("config.num_training_steps or config.num_training_epochs is required")

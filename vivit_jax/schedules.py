@@ -34,6 +34,15 @@ LR_CONFIG_FIELDS = (
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+def steps_per_epoch_of(config: ml_collections.ConfigDict) -> int | None:
+  """`dataset_configs.examples_per_subset.train // batch_size` (None when unknown), as Scenic."""
+  dc = config.get("dataset_configs") or {}
+  train = (dc.get("examples_per_subset") or {}).get("train")
+  if not train or not config.get("batch_size"):
+    return None
+  return max(1, int(train) // int(config.batch_size))
+
+
 def total_training_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   """`num_training_steps`, else `num_training_epochs × steps_per_epoch` (Scenic's rule)."""
   if config.get("num_training_steps"):
