@@ -150,11 +150,15 @@ def test_gradient_accumulation_equals_big_batch_step():
 
   def run(k, batches):
     tx, _ = optim.build_optimizer(_config(gradient_accumulation_steps=k, **base), None)
+
+    @jax.jit
+    def step(params, state, xb, yb):
+      updates, state = tx.update(jax.grad(_linear_loss)(params, xb, yb), state, params)
+      return optax.apply_updates(params, updates), state
+
     params, state, history = init, tx.init(init), []
     for xb, yb in batches:
-      grads = jax.grad(_linear_loss)(params, xb, yb)
-      updates, state = tx.update(grads, state, params)
-      params = optax.apply_updates(params, updates)
+      params, state = step(params, state, xb, yb)
       history.append(params)
     return params, history
 
