@@ -33,7 +33,8 @@ def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
       cleanup_tmp_directories=True,  # leftovers of a write that was killed
       enable_async_checkpointing=async_save,
   )
-  return ocp.CheckpointManager(directory, options=options, item_names=(STATE,))
+  return ocp.CheckpointManager(directory, options=options,
+                               item_handlers={STATE: ocp.StandardCheckpointHandler()})
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: dict, *, force: bool = False) -> None:

@@ -33,13 +33,27 @@ DataFn = Callable[..., Iterable[dict[str, np.ndarray]]]
 
 
 def num_classes_of(config: ml_collections.ConfigDict) -> int:
-  """Output width: the sum of `class_splits` (Epic-Kitchens) or `dataset_configs.num_classes`."""
-  if config.get("class_splits"):
-    return int(sum(config.class_splits))
+  """Output width `dataset_configs.num_classes` (Epic-Kitchens: the sum of `class_splits`)."""
   dc = config.dataset_configs
   if dc.get("num_classes") is None:
-    raise ValueError("config.dataset_configs.num_classes is required (or config.class_splits)")
+    if dc.get("class_splits"):
+      return int(sum(dc.class_splits))
+    raise ValueError("config.dataset_configs.num_classes is required")
   return int(dc.num_classes)
+
+
+def heads_of(config: ml_collections.ConfigDict) -> dict:
+  """Multi-head (Epic-Kitchens) layout: `class_splits` and `split_names` of dataset_configs."""
+  dc = config.dataset_configs
+  splits, names = dc.get("class_splits"), dc.get("split_names")
+  return {"class_splits": tuple(splits) if splits else None,
+          "split_names": tuple(names) if names else None}
+
+
+def steps_per_epoch_of(config: ml_collections.ConfigDict) -> int | None:
+  """`dataset_configs.examples_per_subset.train // batch_size` (None when not given)."""
+  num_train = (config.dataset_configs.get("examples_per_subset") or {}).get("train")
+  return max(1, int(num_train) // int(config.batch_size)) if num_train else None
 
 
 def input_shape_of(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -54,7 +68,7 @@ def total_steps_of(config: ml_collections.ConfigDict, steps_per_epoch: int | Non
   if config.get("num_training_epochs") and steps_per_epoch:
     return int(math.ceil(config.num_training_epochs * steps_per_epoch))
   raise ValueError("set config.num_training_steps, or config.num_training_epochs together with "
-                   "config.dataset_configs.num_train_examples")
+                   "config.dataset_configs.examples_per_subset.train")
 
 
 def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
@@ -124,7 +138,7 @@ def fresh_state_from_params(params, tx, shardings):
 def make_train_step(model, tx, lr_fn, config) -> Callable:
   """`(state, batch, rng) -> (state, metrics)`: one pure SGD step (jit it with shardings)."""
   from vivit_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  class_splits = config.get("class_splits")
+  heads = heads_of(config)
   mixup_cfg = config.get("mixup") or {}
   mixup_alpha = float(mixup_cfg.get("alpha", 0.0) or 0.0)
   cutmix_alpha = float(mixup_cfg.get("cutmix_alpha", 0.0) or 0.0)
@@ -135,18 +149,14 @@ def make_train_step(model, tx, lr_fn, config) -> Callable:
     mix_rng, dropout_rng = jax.random.split(rng)
     inputs, labels, weights = batch["inputs"], batch["label"], batch["batch_mask"]
     if mixup_alpha > 0 or cutmix_alpha > 0:
-      from vivit_jax.data import augment  # pylint: disable=g-import-not-at-top
-      if cutmix_alpha > 0:
-        inputs, labels = augment.cutmix(mix_rng, inputs, labels, cutmix_alpha)
-      else:
-        inputs, labels = augment.mixup(mix_rng, inputs, labels, mixup_alpha)
+      inputs, labels = _mix(mix_rng, inputs, labels, mixup_alpha, cutmix_alpha)
 
     def loss_of(params):
       logits = model.apply({"params": params}, inputs, train=True,
                            rngs={"dropout": dropout_rng})
       loss = metrics_lib.loss_fn(logits, labels, weights=weights,
                                  label_smoothing=config.get("label_smoothing"),
-                                 class_splits=class_splits)
+                                 class_splits=heads["class_splits"])
       return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
@@ -154,16 +164,27 @@ def make_train_step(model, tx, lr_fn, config) -> Callable:
     params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
         [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-    out = dict(metrics_lib.train_metrics(logits, labels, weights, class_splits=class_splits,
-                                         split_names=config.get("split_names")))
-    count = jnp.sum(weights)
-    out["loss"] = (loss * count, count)
+    out = dict(metrics_lib.train_metrics(logits, labels, weights, **heads))
+    out["objective"] = (loss, jnp.ones(()))  # what is minimised: with smoothing and mixup
     out["grad_norm"] = (optax.global_norm(grads), jnp.ones(()))
     out["learning_rate"] = (lr_fn(step), jnp.ones(()))
     out["finite"] = (finite.astype(jnp.float32), jnp.ones(()))
     return {"params": params, "opt_state": opt_state, "step": step + 1}, out
 
   return step_fn
+
+
+def _mix(rng, inputs, labels, mixup_alpha: float, cutmix_alpha: float):
+  """`config.mixup`: mixup (`alpha`), CutMix (`cutmix_alpha`), or a coin flip per step if both."""
+  from vivit_jax.data import augment  # pylint: disable=g-import-not-at-top
+  coin, rng = jax.random.split(rng)
+  if not cutmix_alpha:
+    return augment.mixup(rng, inputs, labels, mixup_alpha)
+  if not mixup_alpha:
+    return augment.cutmix(rng, inputs, labels, cutmix_alpha)
+  return jax.lax.cond(jax.random.bernoulli(coin),
+                      lambda: augment.cutmix(rng, inputs, labels, cutmix_alpha),
+                      lambda: augment.mixup(rng, inputs, labels, mixup_alpha))
 
 
 def make_eval_step(model, config, average: str) -> Callable:
@@ -179,19 +200,25 @@ def make_eval_step(model, config, average: str) -> Callable:
                          train=False)
     logits = logits.reshape(b, v, -1)
     return evaluate.eval_step_metrics(logits, batch["label"], batch["batch_mask"],
-                                      average=average, class_splits=config.get("class_splits"))
+                                      average=average, **heads_of(config))
   return eval_fn
 
 
-def run_eval(eval_step, params, batches: Iterable, mesh) -> dict:
-  """Sums `eval_step` over one full pass of `batches` (every example exactly once)."""
-  totals = None
+def run_eval(eval_step, params, batches: Iterable, mesh) -> tuple[dict, int]:
+  """Sums `eval_step` over one full pass of `batches` (every example exactly once).
+
+  Returns:
+    (summed metrics, views per example)
+  """
+  totals, views = None, 1
   for local in batches:
+    local = {k: local[k] for k in ("inputs", "label", "batch_mask")}
+    views = local["inputs"].shape[1] if local["inputs"].ndim == 6 else 1
     sums = jax.device_get(eval_step(params, sharding.global_batch(local, mesh)))
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   if totals is None:
     raise ValueError("the evaluation split gave no batches")
-  return totals
+  return totals, views
 
 
 # --------------------------------------------------------------------------- logging helpers
@@ -208,7 +235,7 @@ def _flush(pending: list, writer, total_steps: int, clock: dict, global_batch: i
   for step, m in zip(steps, fetched):
     if float(m["finite"][0]) < 1:
       raise FloatingPointError(
-          f"non-finite loss or parameters at step {step} (loss={float(m['loss'][0]):.4g}, "
+          f"non-finite loss or parameters at step {step} (loss={float(m['objective'][0]):.4g}, "
           f"grad_norm={float(m['grad_norm'][0]):.4g}); training stopped. The last good "
           "checkpoint is kept; lower lr_configs.base_learning_rate or set max_grad_norm.")
   if not log:
@@ -283,8 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = build_model(config.model, num_classes_of(config),
                       dtype=config.get("model_dtype_str") or "float32")
   batch_size = int(config.batch_size)
-  num_train = config.dataset_configs.get("num_train_examples")
-  steps_per_epoch = max(1, num_train // batch_size) if num_train else None
+  steps_per_epoch = steps_per_epoch_of(config)
   total_steps = total_steps_of(config, steps_per_epoch) if mode != "eval" else 0
   tx, lr_fn = optim.build_optimizer(config, steps_per_epoch or total_steps)
 
@@ -301,6 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if latest is not None:
     logging.info("resuming from %s", manager.directory / str(latest))
     state = checkpointing.restore(manager, latest, state)
+    writer.drop_after(latest)  # steps after the checkpoint are replayed, and logged again
   elif mode == "eval" and config.get("eval_checkpoint_path"):
     from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
     params = checkpoints.load_scenic_checkpoint(config.eval_checkpoint_path)
@@ -331,14 +358,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if mode != "train":
       local_eval = local_batch_size(int(config.get("eval_batch_size", batch_size)), mesh,
                                     "eval_batch_size")
-      totals = run_eval(eval_step, state["params"],
-                        data_fn("test", local_eval, seed=seed, **proc), mesh)
+      totals, views = run_eval(eval_step, state["params"],
+                               data_fn("test", local_eval, seed=seed, **proc), mesh)
       results = evaluate.summarize(totals)
-      summary["test"] = results
+      step = int(jax.device_get(state["step"]))
+      summary["test"] = dict(results, num_views=views)
       if is_primary:
-        evaluate.write_eval_results(str(workdir), results)
-      writer.write_scalars(int(jax.device_get(state["step"])),
-                           {f"test_{k}": v for k, v in results.items() if np.ndim(v) == 0})
+        evaluate.write_eval_results(str(workdir), results, split="test", num_views=views,
+                                    step=step)
+      writer.write_scalars(step, _scalars("test", results))
   manager.wait_until_finished()
   manager.close()
   writer.close()
@@ -402,10 +430,13 @@ def _train_loop(config, state, shardings, batch_sh, mesh, model, tx, lr_fn, trai
       if eval_every and step % eval_every == 0 and not last:
         from vivit_jax import evaluate  # pylint: disable=g-import-not-at-top
         t_eval = time.perf_counter()
-        res = evaluate.summarize(run_eval(eval_step, state["params"],
-                                          data_fn("validation", local_eval, seed=seed, **proc),
-                                          mesh))
-        writer.write_scalars(step, {f"valid_{k}": v for k, v in res.items() if np.ndim(v) == 0})
+        totals, views = run_eval(eval_step, state["params"],
+                                 data_fn("validation", local_eval, seed=seed, **proc), mesh)
+        res = evaluate.summarize(totals)
+        writer.write_scalars(step, _scalars("valid", res))
+        if is_primary:
+          evaluate.write_eval_results(str(config_workdir(manager)), res, split="validation",
+                                      num_views=views, step=step)
         clock["t"] += time.perf_counter() - t_eval  # the report's rates exclude evaluation
       if preempted:
         manager.wait_until_finished()
@@ -414,6 +445,16 @@ def _train_loop(config, state, shardings, batch_sh, mesh, model, tx, lr_fn, trai
     manager.wait_until_finished()  # never leave a half-written newest checkpoint behind
     sigterm.restore_handler()
   return state
+
+
+def _scalars(prefix: str, results: dict) -> dict[str, float]:
+  return {f"{prefix}_{k}": float(v) for k, v in results.items()
+          if v is not None and np.ndim(v) == 0}
+
+
+def config_workdir(manager) -> epath.Path:
+  """The run folder (the parent of the checkpoint folder)."""
+  return epath.Path(manager.directory).parent
 
 
 def _summary_line(summary: dict) -> str:

@@ -1,0 +1,285 @@
+r"""Converts videos to sharded DMVR-format TFRecords (the format `vivit_jax.data` reads).
+
+  python -m vivit_jax.tools.make_tfrecords --input=DIR_OR_CSV --output_dir=DIR --split=train \
+      --num_shards=8 [--fps=25] [--min_resize=256] [--label_map=JSON] [--workers=4]
+
+Input: a folder with one sub-folder per class (`DIR/<class>/<video>`), or a CSV with rows
+`path,label[,start,end]` (optional header `path,label,start,end`; relative paths are relative to the
+CSV's folder; start/end in seconds).
+
+Output in `--output_dir`: `SPLIT-0000i-of-0000N` shards, `label_map.json` ({class name: index}) and
+`SPLIT-summary.json` (counts and every skipped video with the reason). The label map is, in order of
+precedence: `--label_map`, an existing `label_map.json` in the output folder (so that validation and
+test reuse the train split's map), the labels themselves when they are all integers, else the sorted
+class names.
+
+Videos are decoded with PyAV, resampled to `--fps` (each output time takes the frame on screen at that
+time), resized so the short side is `--min_resize` (0: keep), and stored as JPEG frames. A video that
+cannot be decoded is reported and skipped; shards are written under a temporary name and renamed when
+complete.
+"""
+import argparse
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+_TIME_EPS = 1e-3  # Fraction of an output frame period treated as "same time".
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoItem:
+  path: str
+  label: str
+  start: Optional[float] = None
+  end: Optional[float] = None
+
+
+@dataclasses.dataclass
+class Converted:
+  """What a worker returns for one video: the record or the reason it was skipped."""
+  item: VideoItem
+  record: Optional[bytes] = None
+  num_frames: int = 0
+  error: Optional[str] = None
+
+
+def list_videos(input_path: str) -> list[VideoItem]:
+  """Reads a folder-per-class tree or a CSV. Raises ValueError naming the input when it is empty."""
+  if os.path.isdir(input_path):
+    classes = sorted(d for d in os.listdir(input_path)
+                     if os.path.isdir(os.path.join(input_path, d)) and not d.startswith("."))
+    items = []
+    for name in classes:
+      folder = os.path.join(input_path, name)
+      files = sorted(f for f in os.listdir(folder)
+                     if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
+      if not files:
+        print(f"warning: class folder {folder} holds no file", file=sys.stderr)
+      items.extend(VideoItem(os.path.join(folder, f), name) for f in files)
+    if not items:
+      raise ValueError(f"--input={input_path}: no video found (expected one sub-folder per class "
+                       "holding the videos)")
+    return items
+  if not os.path.isfile(input_path):
+    raise ValueError(f"--input={input_path}: neither a folder nor a CSV file")
+  root = os.path.dirname(os.path.abspath(input_path))
+  items = []
+  with open(input_path, newline="") as f:
+    for line_no, row in enumerate(csv.reader(f), start=1):
+      row = [c.strip() for c in row]
+      if not row or not any(row) or (line_no == 1 and row[0].lower() == "path"):
+        continue
+      if len(row) not in (2, 4):
+        raise ValueError(f"{input_path} line {line_no}: expected path,label[,start,end], got {row}")
+      path = row[0] if os.path.isabs(row[0]) else os.path.join(root, row[0])
+      start, end = (float(row[2]), float(row[3])) if len(row) == 4 else (None, None)
+      items.append(VideoItem(path, row[1], start, end))
+  if not items:
+    raise ValueError(f"--input={input_path}: the CSV lists no video")
+  return items
+
+
+def build_label_map(labels: Sequence[str], given: Optional[str], output_dir: str) -> dict:
+  """{class name: index}; see the module docstring for the order of precedence."""
+  existing = os.path.join(output_dir, "label_map.json")
+  for source in (given, existing if os.path.exists(existing) else None):
+    if source:
+      with open(source) as f:
+        label_map = json.load(f)
+      if not isinstance(label_map, dict) or not all(isinstance(v, int) for v in label_map.values()):
+        raise ValueError(f"{source}: expected a JSON object {{class name: integer index}}")
+      return label_map
+  names = sorted(set(labels))
+  if all(n.lstrip("-").isdigit() for n in names):
+    return {n: int(n) for n in sorted(names, key=int)}
+  return {n: i for i, n in enumerate(names)}
+
+
+def _frame_times(container_stream, frame) -> Optional[float]:
+  if frame.pts is not None and container_stream.time_base is not None:
+    return float(frame.pts * container_stream.time_base)
+  return frame.time
+
+
+def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[float] = None,
+                     end: Optional[float] = None) -> Iterator[np.ndarray]:
+  """Yields uint8 [h, w, 3] frames at `fps`: output time τ_k = t0 + k / fps shows the last source
+  frame whose time is <= τ_k (t0 = the first frame at or after `start`)."""
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(path) as container:
+    if not container.streams.video:
+      raise ValueError("no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    if start:
+      container.seek(int(start / stream.time_base), stream=stream, backward=True)
+    period = 1.0 / fps
+    source_period = float(1 / stream.average_rate) if stream.average_rate else period
+    size = None
+    prev, t0, k, last_t = None, None, 0, None
+    for frame in container.decode(stream):
+      t = _frame_times(stream, frame)
+      t = last_t + source_period if t is None and last_t is not None else (t or 0.0)
+      if start is not None and t < start - _TIME_EPS * source_period:
+        continue
+      if end is not None and t >= end:
+        break
+      if size is None:
+        size = _target_size(frame.width, frame.height, min_resize)
+      if t0 is None:
+        t0 = t
+      while prev is not None and t0 + k * period < t - _TIME_EPS * period:
+        yield prev
+        k += 1
+      prev = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+      last_t = t
+    if prev is None:
+      raise ValueError("no video frame could be decoded")
+    stop = last_t + source_period if end is None else min(last_t + source_period, end)
+    while t0 + k * period < stop - _TIME_EPS * period:
+      yield prev
+      k += 1
+
+
+def _target_size(width: int, height: int, min_resize: int) -> tuple[int, int]:
+  if not min_resize:
+    return width, height
+  scale = min_resize / min(width, height)
+  return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def convert_video(item: VideoItem, label_index: int, fps: float, min_resize: int,
+                  jpeg_quality: int) -> Converted:
+  """Decodes, resamples and JPEG-encodes one video into a serialized SequenceExample."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
+  try:
+    jpegs = [tf.io.encode_jpeg(f, quality=jpeg_quality).numpy()
+             for f in decode_resampled(item.path, fps, min_resize, item.start, item.end)]
+  except Exception as e:  # pylint: disable=broad-except
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return Converted(item, error=f"{type(e).__name__}: {message}")
+  context = {tfrecord.FILENAME_KEY: item.path, "video/fps": float(fps)}
+  if item.start is not None:
+    context["clip/start/timestamp"] = int(round(item.start * 1e6))
+    context["clip/end/timestamp"] = int(round(item.end * 1e6))
+  record = tfrecord.make_clip_example(jpegs, [label_index], label_text=item.label,
+                                      context=context)
+  return Converted(item, record=record, num_frames=len(jpegs))
+
+
+def _convert_job(args) -> Converted:
+  return convert_video(*args)
+
+
+def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split: str,
+            num_shards: int, *, fps: float = 25.0, min_resize: int = 256, workers: int = 1,
+            jpeg_quality: int = 95, seed: int = 0, progress: bool = True) -> dict:
+  """Converts `items` into `split` shards in `output_dir`; returns the summary (also written)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
+  if num_shards < 1:
+    raise ValueError(f"--num_shards={num_shards} must be >= 1")
+  if fps <= 0:
+    raise ValueError(f"--fps={fps} must be > 0")
+  os.makedirs(output_dir, exist_ok=True)
+  start_time = time.time()
+  # Mix classes across shards (hosts read whole shards), deterministically.
+  order = np.random.default_rng(seed).permutation(len(items))
+  items = [items[i] for i in order]
+  skipped = [(item.path, f"label {item.label!r} not in the label map") for item in items
+             if item.label not in label_map]
+  jobs = [(item, label_map[item.label], fps, min_resize, jpeg_quality) for item in items
+          if item.label in label_map]
+  names = [f"{split}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+  tmp_paths = [os.path.join(output_dir, f"{n}.tmp-{os.getpid()}") for n in names]
+  writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
+  shard_counts = [0] * num_shards
+  written = frames = 0
+  try:
+    if workers > 1:
+      pool = multiprocessing.get_context("spawn").Pool(workers)
+      results = pool.imap(_convert_job, jobs)
+    else:
+      pool, results = None, map(_convert_job, jobs)
+    for result in tqdm(results, total=len(jobs), desc=f"{split}", unit="video",
+                       disable=not progress):
+      if result.error is not None:
+        skipped.append((result.item.path, result.error))
+        print(f"warning: skipping {result.item.path}: {result.error}", file=sys.stderr)
+        continue
+      shard = written % num_shards
+      writers[shard].write(result.record)
+      shard_counts[shard] += 1
+      written += 1
+      frames += result.num_frames
+    if pool is not None:
+      pool.close()
+      pool.join()
+    for writer, tmp, name in zip(writers, tmp_paths, names):
+      writer.close()
+      os.replace(tmp, os.path.join(output_dir, name))
+  finally:
+    for writer, tmp in zip(writers, tmp_paths):
+      writer.close()
+      if os.path.exists(tmp):
+        os.remove(tmp)
+  _write_json(os.path.join(output_dir, "label_map.json"), label_map)
+  summary = {
+      "split": split, "videos": len(items), "written": written, "skipped": len(skipped),
+      "frames": frames, "fps": fps, "min_resize": min_resize, "shards": shard_counts,
+      "seconds": round(time.time() - start_time, 2),
+      "skipped_videos": [{"path": p, "reason": r} for p, r in skipped],
+  }
+  _write_json(os.path.join(output_dir, f"{split}-summary.json"), summary)
+  return summary
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--input", required=True, help="folder with one sub-folder per class, or CSV")
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--split", required=True, help="shard name prefix, e.g. train")
+  parser.add_argument("--num_shards", type=int, required=True)
+  parser.add_argument("--fps", type=float, default=25.0)
+  parser.add_argument("--min_resize", type=int, default=256, help="short side in pixels; 0: keep")
+  parser.add_argument("--label_map", default=None, help="JSON {class name: index}")
+  parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+  parser.add_argument("--jpeg_quality", type=int, default=95)
+  parser.add_argument("--seed", type=int, default=0, help="order of videos across shards")
+  args = parser.parse_args(argv)
+  try:
+    items = list_videos(args.input)
+    label_map = build_label_map([i.label for i in items], args.label_map, args.output_dir)
+    summary = convert(items, label_map, args.output_dir, args.split, args.num_shards, fps=args.fps,
+                      min_resize=args.min_resize, workers=args.workers,
+                      jpeg_quality=args.jpeg_quality, seed=args.seed)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"{args.split}: {summary['written']} of {summary['videos']} videos written "
+        f"({summary['frames']} frames) into {args.num_shards} shards in {args.output_dir} in "
+        f"{summary['seconds']} s; {summary['skipped']} skipped")
+  for entry in summary["skipped_videos"]:
+    print(f"  skipped {entry['path']}: {entry['reason']}")
+  return 0 if summary["written"] else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
