@@ -104,7 +104,8 @@ def color_augment(frames: tf.Tensor, seed: tf.Tensor, prob_color_augment: float,
 def random_erasing(frames: tf.Tensor, seed: tf.Tensor, prob: float,
                    area_range: Sequence[float] = (0.02, 1 / 3),
                    aspect_range: Sequence[float] = (0.3, 3.3)) -> tf.Tensor:
-  """With probability `prob`, fills one box (same on every frame) with uniform noise."""
+  """With probability `prob`, covers one box with uniform noise: the same box and noise on every
+  frame, like a static occluder."""
   seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
   shape = tf.shape(frames)
   h, w = shape[1], shape[2]
@@ -118,7 +119,7 @@ def random_erasing(frames: tf.Tensor, seed: tf.Tensor, prob: float,
   rows = tf.range(h)[:, None]
   cols = tf.range(w)[None, :]
   inside = (rows >= y0) & (rows < y0 + bh) & (cols >= x0) & (cols < x0 + bw)
-  noise = tf.random.stateless_uniform(shape, seeds[5], 0.0, 255.0)
+  noise = tf.random.stateless_uniform(tf.concat([[1], shape[1:]], 0), seeds[5], 0.0, 255.0)
   erased = tf.where(inside[None, :, :, None], noise, frames)
   return tf.cond(_uniform(seeds[0]) < prob, lambda: erased, lambda: frames)
 

@@ -1,11 +1,12 @@
 """Synthetic motion dataset: a shape moving in one of 4 directions at one of 2 speeds (8 classes).
 
 Every clip: 16 frames of 32x32 on a random dark background with per-frame pixel noise; one square or
-disc (side 6 to 8 px, random bright colour, rendered with anti-aliased edges at sub-pixel positions)
-moves in a straight line at constant velocity and stays fully in view in every frame (the start is
-drawn so the whole path fits: no wrap, no bounce). Class = direction * 2 + speed with directions
-(right, left, down, up) and speeds (0.75, 1.5 px per frame), so a single frame cannot tell the class,
-while two frames a few steps apart always can (the fast path is twice as long as the slow one).
+disc (side 6 to 8 px, random bright colour, anti-aliased edges at sub-pixel positions) starts at a
+uniformly random position and moves in a straight line at constant velocity. The frame is a torus (what
+leaves on the right comes back on the left, the same for every class; no bounce), so the position in
+any frame is uniform whatever the class: a single frame cannot tell the class. Class = direction * 2 +
+speed with directions (right, left, down, up) and speeds (1, 2 px per frame); any two frames up to 7
+steps apart tell it unambiguously (the displacement stays under half the frame).
 Horizontal flipping would swap left and right, so its configs set `random_flip=False`.
 
 Deterministic by seed: clip i of a split depends only on (seed, split, i). Written as DMVR TFRecords
@@ -30,7 +31,7 @@ from vivit_jax.data import tfrecord
 
 DIRECTIONS = (("right", (0.0, 1.0)), ("left", (0.0, -1.0)), ("down", (1.0, 0.0)),
               ("up", (-1.0, 0.0)))
-SPEEDS = (("slow", 0.75), ("fast", 1.5))
+SPEEDS = (("slow", 1.0), ("fast", 2.0))
 CLASS_NAMES = tuple(f"{d}_{s}" for d, _ in DIRECTIONS for s, _ in SPEEDS)
 MARKER = "_SYNTHETIC_COMPLETE.json"
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
@@ -47,35 +48,30 @@ def default_generation_settings() -> ml_collections.ConfigDict:
 
 def render_clip(rng: np.random.Generator, label: int, num_frames: int = 16, size: int = 32,
                 noise_std: float = 8.0) -> np.ndarray:
-  """One clip of class `label`: uint8 [num_frames, size, size, 3]."""
+  """One clip of class `label`: uint8 [num_frames, size, size, 3].
+
+  The frame is a torus: a shape leaving on one side comes back on the other, so every position is
+  equally likely in every frame for every class.
+  """
   (_, (dy, dx)), (_, speed) = DIRECTIONS[label // 2], SPEEDS[label % 2]
+  if 2 * speed >= size / 2:
+    raise ValueError(f"frame_size={size} too small for {speed} px/frame (motion would alias)")
   side = rng.uniform(6.0, 8.0)
   disc = rng.random() < 0.5
-  travel = speed * (num_frames - 1)
-  room = size - side
-  if travel > room:
-    raise ValueError(f"frame_size={size} too small for {num_frames} frames at {speed} px/frame")
-  along = rng.uniform(0.0, room - travel)  # Start so that the whole path stays in view.
-  across = rng.uniform(0.0, room)
-  y0 = along if dy else across
-  x0 = along if dx else across
-  if dy < 0:
-    y0 = room - along
-  if dx < 0:
-    x0 = room - along
+  y0, x0 = rng.uniform(0.0, size, size=2)  # Centre of the shape in the first frame.
   background = rng.uniform(0, 70, size=3)
   colour = rng.uniform(130, 255, size=3)
   grid = np.arange(size, dtype=np.float64) + 0.5  # Pixel centres.
   frames = np.empty((num_frames, size, size, 3), np.float64)
   for t in range(num_frames):
-    top, left = y0 + dy * speed * t, x0 + dx * speed * t
+    # Signed distance from each pixel centre to the shape's centre, the short way round.
+    ddy = (grid - (y0 + dy * speed * t) + size / 2) % size - size / 2
+    ddx = (grid - (x0 + dx * speed * t) + size / 2) % size - size / 2
     if disc:
-      r = side / 2
-      dist = np.hypot(grid[:, None] - (top + r), grid[None, :] - (left + r))
-      cover = np.clip(r + 0.5 - dist, 0.0, 1.0)
-    else:
-      rows = np.clip(np.minimum(grid + 0.5, top + side) - np.maximum(grid - 0.5, top), 0, 1)
-      cols = np.clip(np.minimum(grid + 0.5, left + side) - np.maximum(grid - 0.5, left), 0, 1)
+      cover = np.clip(side / 2 + 0.5 - np.hypot(ddy[:, None], ddx[None, :]), 0.0, 1.0)
+    else:  # Area of each pixel inside the square.
+      rows = np.clip(side / 2 + 0.5 - np.abs(ddy), 0.0, 1.0)
+      cols = np.clip(side / 2 + 0.5 - np.abs(ddx), 0.0, 1.0)
       cover = rows[:, None] * cols[None, :]
     frames[t] = background + cover[:, :, None] * (colour - background)
   frames += rng.normal(0.0, noise_std, size=frames.shape)

@@ -5,13 +5,15 @@ r"""Converts videos to sharded DMVR-format TFRecords (the format `vivit_jax.data
 
 Input: a folder with one sub-folder per class (`DIR/<class>/<video>`), or a CSV with rows
 `path,label[,start,end]` (optional header `path,label,start,end`; relative paths are relative to the
-CSV's folder; start/end in seconds).
+CSV's folder; start/end in seconds). A label may hold several parts separated by ';' (e.g. Epic-Kitchens
+`noun;verb` class ids, in the order of `dataset_configs.class_splits`): each part is mapped and all
+are written, in order, to `clip/label/index`.
 
 Output in `--output_dir`: `SPLIT-0000i-of-0000N` shards, `label_map.json` ({class name: index}) and
 `SPLIT-summary.json` (counts and every skipped video with the reason). The label map is, in order of
 precedence: `--label_map`, an existing `label_map.json` in the output folder (so that validation and
 test reuse the train split's map), the labels themselves when they are all integers, else the sorted
-class names.
+class names. A given map may hold integers or integer strings (SSv2's `labels.json`).
 
 Videos are decoded with PyAV, resampled to `--fps` (each output time takes the frame on screen at that
 time), resized so the short side is `--min_resize` (0: keep), and stored as JPEG frames. A video that
@@ -86,6 +88,13 @@ def list_videos(input_path: str) -> list[VideoItem]:
   return items
 
 
+LABEL_SEPARATOR = ";"
+
+
+def label_parts(label: str) -> list[str]:
+  return [p.strip() for p in label.split(LABEL_SEPARATOR)]
+
+
 def build_label_map(labels: Sequence[str], given: Optional[str], output_dir: str) -> dict:
   """{class name: index}; see the module docstring for the order of precedence."""
   existing = os.path.join(output_dir, "label_map.json")
@@ -93,10 +102,11 @@ def build_label_map(labels: Sequence[str], given: Optional[str], output_dir: str
     if source:
       with open(source) as f:
         label_map = json.load(f)
-      if not isinstance(label_map, dict) or not all(isinstance(v, int) for v in label_map.values()):
+      if not isinstance(label_map, dict) or not all(
+          isinstance(v, int) or (isinstance(v, str) and v.isdigit()) for v in label_map.values()):
         raise ValueError(f"{source}: expected a JSON object {{class name: integer index}}")
-      return label_map
-  names = sorted(set(labels))
+      return {k: int(v) for k, v in label_map.items()}
+  names = sorted({p for label in labels for p in label_parts(label)})
   if all(n.lstrip("-").isdigit() for n in names):
     return {n: int(n) for n in sorted(names, key=int)}
   return {n: i for i, n in enumerate(names)}
@@ -155,7 +165,7 @@ def _target_size(width: int, height: int, min_resize: int) -> tuple[int, int]:
   return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def convert_video(item: VideoItem, label_index: int, fps: float, min_resize: int,
+def convert_video(item: VideoItem, label_indices: list[int], fps: float, min_resize: int,
                   jpeg_quality: int) -> Converted:
   """Decodes, resamples and JPEG-encodes one video into a serialized SequenceExample."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -171,7 +181,7 @@ def convert_video(item: VideoItem, label_index: int, fps: float, min_resize: int
   if item.start is not None:
     context["clip/start/timestamp"] = int(round(item.start * 1e6))
     context["clip/end/timestamp"] = int(round(item.end * 1e6))
-  record = tfrecord.make_clip_example(jpegs, [label_index], label_text=item.label,
+  record = tfrecord.make_clip_example(jpegs, label_indices, label_text=item.label,
                                       context=context)
   return Converted(item, record=record, num_frames=len(jpegs))
 
@@ -196,10 +206,14 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
   # Mix classes across shards (hosts read whole shards), deterministically.
   order = np.random.default_rng(seed).permutation(len(items))
   items = [items[i] for i in order]
-  skipped = [(item.path, f"label {item.label!r} not in the label map") for item in items
-             if item.label not in label_map]
-  jobs = [(item, label_map[item.label], fps, min_resize, jpeg_quality) for item in items
-          if item.label in label_map]
+  skipped, jobs = [], []
+  for item in items:
+    unknown = [p for p in label_parts(item.label) if p not in label_map]
+    if unknown:
+      skipped.append((item.path, f"label {unknown[0]!r} not in the label map"))
+    else:
+      jobs.append((item, [label_map[p] for p in label_parts(item.label)], fps, min_resize,
+                   jpeg_quality))
   names = [f"{split}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
   tmp_paths = [os.path.join(output_dir, f"{n}.tmp-{os.getpid()}") for n in names]
   writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
