@@ -37,12 +37,12 @@ def fresh_params(model_config, num_classes: int, video_shape, *, seed: int = 0, 
   return model, (params if boxed else meta.unbox(params))
 
 
-def param_shapes(model_config, num_classes: int, video_shape):
+def param_shapes(model_config, num_classes: int, video_shape, *, boxed: bool = False):
   """`jax.ShapeDtypeStruct`s of the model's parameters (nothing is compiled or computed)."""
   model = build_model(model_config, num_classes)
   shapes = jax.eval_shape(lambda r: model.init(r, np.zeros(video_shape, np.float32), train=False),
                           jax.random.PRNGKey(0))["params"]
-  return model, meta.unbox(shapes)
+  return model, (shapes if boxed else meta.unbox(shapes))
 
 
 def video(shape, seed: int = 0) -> np.ndarray:
@@ -60,3 +60,9 @@ def vivit_config(**model_overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       model=model, dataset_configs=dict(num_frames=8, crop_size=16, num_classes=5),
       init_from=dict(checkpoint_path="", positional_embed_size_change="tile")))
+
+
+def random_like(shapes, seed: int = 0):
+  """Random numpy values for a tree of ShapeDtypeStructs (a stand-in for a fresh init)."""
+  rng = np.random.RandomState(seed)
+  return jax.tree.map(lambda s: rng.normal(0, 0.02, s.shape).astype(s.dtype), shapes)

@@ -100,6 +100,8 @@ def test_wrong_variant_lists_every_problem_at_once(scenic_ref):
   assert "Transformer/encoderblock_0/LayerNorm_0/scale" in err.missing
   assert "cls" in err.missing and "cls_SpatialTransformer" in err.unused
   assert "TemporalTransformer/posembed_input/pos_embedding" in str(err)
+  assert "the checkpoint holds a ViViT factorized_encoder (Model 2), the model is a ViViT " \
+         "spacetime" in str(err)
   assert len(err.missing) == 36 and len(err.unused) == 56 and not err.shape_mismatches
 
 

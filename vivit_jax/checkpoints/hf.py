@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError
-from vivit_jax.checkpoints.tree import flatten, unflatten
+from vivit_jax.checkpoints.tree import flatten, unboxed_flat, unflatten
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,19 @@ def _as_numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- import
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _download(repo_id: str) -> str:
+  """A hub model id (e.g. google/vivit-b-16x2-kinetics400) → local snapshot (uses the HF cache)."""
+  try:
+    from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
+    return snapshot_download(repo_id, allow_patterns=["config.json", "*.safetensors",
+                                                      "*.safetensors.index.json"])
+  except Exception as e:  # offline, unknown repo, ...: say what was tried
+    raise CheckpointFormatError(
+        f"{repo_id!r} is neither a local path nor a downloadable Hugging Face model: {e}") from e
+
 def hf_config_to_model_config(hf: Mapping[str, Any], *, allow_gelu_mismatch: bool = False,
                               source: str = "") -> ml_collections.ConfigDict:
   """VivitConfig (as a dict) → our `model` config (+ `num_classes`, `video_size`)."""
@@ -197,7 +210,9 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
 
   Args:
     path: a model directory (`config.json` + `model.safetensors`, sharded safetensors or
-      `pytorch_model.bin`), a `.safetensors` file, or an in-memory state dict (tensors or arrays).
+      `pytorch_model.bin`), a `.safetensors` file, a hub id such as
+      'google/vivit-b-16x2-kinetics400' (downloaded through huggingface_hub's cache when it is
+      not a local path), or an in-memory state dict (tensors or arrays).
     hf_config: the VivitConfig as a dict (or a `transformers.VivitConfig`); read from
       `path/config.json` when omitted.
     allow_gelu_mismatch: import a model trained with exact GELU anyway.
@@ -212,6 +227,8 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
     source, sd = "<state dict>", _as_numpy_state_dict(path)
   else:
     source = str(path)
+    if not os.path.exists(source) and _HUB_ID.fullmatch(source):
+      source = _download(source)
     if not os.path.exists(source):
       raise CheckpointFormatError(f"Hugging Face checkpoint not found: {source}")
     sd = _read_state_dict(source)
@@ -237,7 +254,7 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
 # ----------------------------------------------------------------------------- export
 def params_to_state_dict(params: Mapping[str, Any], num_layers: int) -> dict[str, np.ndarray]:
   """Our Model 1 params → HF tensors (current transformers names)."""
-  flat = {k: np.asarray(v, dtype=np.float32) for k, v in flatten(dict(params)).items()}
+  flat = {k: np.asarray(v, dtype=np.float32) for k, v in unboxed_flat(params).items()}
   sd = {
       "vivit.embeddings.cls_token": flat["cls"],
       "vivit.embeddings.position_embeddings": flat["Transformer/posembed_input/pos_embedding"],
@@ -293,7 +310,7 @@ def export_hf(config, params: Mapping[str, Any], out_dir: str, *, num_frames: in
   Args:
     config: the `model` config (as from `import_hf`), or a full config (its `model` and
       `dataset_configs.num_frames` / `crop_size` are used).
-    params: our parameters (plain arrays; boxes are not accepted here — unbox first).
+    params: our parameters (arrays or flax boxes).
     out_dir: created (written to a temporary sibling, then renamed; must not exist yet).
     num_frames, image_size: input size; default from the config (see above).
 
@@ -340,6 +357,7 @@ def export_hf(config, params: Mapping[str, Any], out_dir: str, *, num_frames: in
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir):
     raise FileExistsError(f"{out_dir} exists; export_hf does not overwrite")
+  os.makedirs(os.path.dirname(out_dir), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".tmp-", dir=os.path.dirname(out_dir))
   try:
     model.save_pretrained(tmp, safe_serialization=True)

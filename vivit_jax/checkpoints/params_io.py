@@ -30,8 +30,8 @@ def save_params(params: Any, path: str, *, force: bool = False) -> str:
   nothing half-written at `path`. Returns the absolute path.
   """
   path = str(path) if files.is_remote(path) else os.path.abspath(path)
-  plain = unflatten({k: np.asarray(v.unbox() if is_box(v) else v)
-                     for k, v in flatten(dict(params)).items()})
+  # numpy or (possibly sharded) jax arrays both go to Orbax as they are; only boxes are opened.
+  plain = unflatten({k: v.unbox() if is_box(v) else v for k, v in flatten(dict(params)).items()})
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(path, plain, force=force)
   checkpointer.wait_until_finished()
@@ -71,7 +71,10 @@ def load_params(path: str) -> dict[str, Any]:
     tree = checkpointer.metadata(item).item_metadata.tree
   except Exception as e:  # orbax raises several types for unreadable metadata
     raise CheckpointFormatError(f"cannot read Orbax metadata of {item}: {e}") from e
-  partial = item.rstrip("/").endswith("/" + STATE_ITEM) or "params" in tree and "opt_state" in tree
+  is_state_item = item.rstrip("/").endswith("/" + STATE_ITEM)
+  partial = isinstance(tree.get("params"), dict) and (is_state_item or len(tree) > 1)
+  if is_state_item and not partial:
+    raise CheckpointFormatError(f"{item}: a train state without 'params' (keys {sorted(tree)})")
   wanted = {"params": tree["params"]} if partial else tree
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
   restored = checkpointer.restore(

@@ -77,7 +77,8 @@ def params_from_train_state(state: dict[str, Any], source: str) -> dict[str, Any
 
 
 def _to_numpy(tree):
-  return {k: np.asarray(v) for k, v in flatten(tree).items()}
+  # msgpack decodes arrays as read-only views of the file's bytes; copy to owned, writable arrays.
+  return {k: np.array(v) for k, v in flatten(tree).items()}
 
 
 def load_scenic_checkpoint(path: str) -> dict[str, Any]:

@@ -41,8 +41,8 @@ import numpy as np
 import scipy.ndimage
 
 from vivit_jax.checkpoints.errors import CheckpointMismatchError
-from vivit_jax.checkpoints.tree import flatten, replace_values, shape_of, unboxed_flat, unflatten
-from vivit_jax.checkpoints.vit import load_pretrained_params
+from vivit_jax.checkpoints.tree import dtype_of, flatten, replace_values, shape_of, unboxed_flat
+from vivit_jax.checkpoints.vit import check_format, load_pretrained_params
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class _Transfer:
     if tuple(value.shape) != want:
       self.mismatches.append((path, want, tuple(value.shape)))
       return
-    self.out[path] = value.astype(np.asarray(self.fresh[path]).dtype)
+    self.out[path] = value.astype(dtype_of(self.fresh[path]))
 
   def put_tree(self, prefix: str, subtree) -> None:
     if not isinstance(subtree, dict):
@@ -264,6 +264,7 @@ def _init_embedding(tr: _Transfer, restored: dict[str, Any]) -> None:
       kernel = inflate_kernel(kernel, want[0], method)
     else:
       tr.mismatches.append(("embedding/kernel", want, kernel.shape))
+      tr.put("embedding/bias", restored["bias"])
       return
   tr.put("embedding/kernel", kernel)
   tr.put("embedding/bias", restored["bias"])
@@ -275,11 +276,10 @@ def transfer(config, fresh_flat: dict[str, Any], restored: dict[str, Any],
   tr = _Transfer(config, fresh_flat, source)
   restored_has_cls = any(k == "cls" or k.startswith("cls_") for k in restored)
   target_has_cls = config.model.get("classifier", "gap") == "token"
-  said = config.init_from.get("model_config", {}).get("model", {}).get("classifier")
+  said = ((config.init_from.get("model_config") or {}).get("model") or {}).get("classifier")
   if said is not None and (said == "token") != restored_has_cls:
     log.warning("init_from.model_config.model.classifier=%r but the checkpoint %s a CLS token; "
                 "going by the checkpoint", said, "has" if restored_has_cls else "has no")
-  kind = config.model.get("attention_config", {}).get("type", "spacetime")
   for key, value in restored.items():
     if key == "output_projection":
       if config.init_from.get("restore_output_proj", False):
@@ -298,7 +298,7 @@ def transfer(config, fresh_flat: dict[str, Any], restored: dict[str, Any],
                         target_has_cls=target_has_cls)
     elif key == "embedding":
       _init_embedding(tr, value)
-    elif key == "cls" and "cls" not in fresh_flat and kind == "factorized_encoder":
+    elif key == "cls" and "cls_SpatialTransformer" in fresh_flat:
       tr.put("cls_SpatialTransformer", value)  # fix 1 (see module docstring)
     elif tr.has(key):
       tr.put_tree(key, value)
@@ -333,6 +333,7 @@ def init_from_pretrained(config: ml_collections.ConfigDict, params: Any) -> Any:
   if init_from is None or not init_from.get("checkpoint_path"):
     raise ValueError("config.init_from.checkpoint_path is required for init_from_pretrained")
   path = str(init_from.checkpoint_path)
+  check_format(init_from.get("checkpoint_format", "scenic"))
   restored = load_pretrained_params(path)
   fresh = unboxed_flat(params)
   new = transfer(config, fresh, restored, path)
@@ -342,4 +343,4 @@ def init_from_pretrained(config: ml_collections.ConfigDict, params: Any) -> Any:
 
 
 __all__ = ["init_from_pretrained", "transfer", "adapt_posemb", "inflate_kernel",
-           "average_arp_weights", "resize_grid", "tile_grid", "interpolate_1d", "unflatten"]
+           "average_arp_weights", "resize_grid", "tile_grid", "interpolate_1d"]

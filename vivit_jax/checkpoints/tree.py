@@ -107,7 +107,10 @@ def match_params(expected: Mapping[str, Any], found: Mapping[str, Any], *, sourc
   missing = sorted(exp.keys() - got.keys())
   unused = sorted(got.keys() - exp.keys())
   if mismatches or missing or unused:
-    raise CheckpointMismatchError(source, mismatches, missing, unused)
+    exp_kind, got_kind = describe_variant(exp), describe_variant(got)
+    note = (f"the checkpoint holds a {got_kind}, the model is a {exp_kind}"
+            if exp_kind != got_kind else "")
+    raise CheckpointMismatchError(source, mismatches, missing, unused, note=note)
   out = {}
   for p, v in got.items():
     if is_box(v):
@@ -117,6 +120,19 @@ def match_params(expected: Mapping[str, Any], found: Mapping[str, Any], *, sourc
       v = np.asarray(v).astype(want)
     out[p] = v
   return unflatten(out)
+
+
+def describe_variant(flat: Mapping[str, Any]) -> str:
+  """Which kind of model a flat parameter dict belongs to, from its names (for error messages)."""
+  if any(k.startswith("SpatialTransformer/") for k in flat):
+    return "ViViT factorized_encoder (Model 2)"
+  if any("MultiHeadDotProductAttention_space" in k for k in flat):
+    return "ViViT factorized_self_attention_block (Model 3)"
+  if len(shape_of(flat.get("embedding/kernel", ()))) == 4:
+    return "ViT image model or ViViT with temporal_sampling (2D patch kernel)"
+  if any(k.startswith("Transformer/") for k in flat):
+    return "ViViT spacetime / factorized_dot_product_attention (Model 1 or 4)"
+  return "model of unknown kind"
 
 
 def tree_summary(tree: Mapping[str, Any]) -> str:

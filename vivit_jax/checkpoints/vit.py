@@ -40,7 +40,7 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         f"{path} is not a readable .npz archive (truncated or corrupt?): {e}") from e
 
 
-def _strip_container_prefix(flat: dict[str, np.ndarray], path: str) -> tuple[dict, str]:
+def _strip_container_prefix(flat: dict[str, np.ndarray]) -> tuple[dict, str]:
   """Returns (params, container name)."""
   for prefix, name in (("params/", "big_vision"), ("opt/target/", "big_vision (opt/target)")):
     sub = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
@@ -67,7 +67,7 @@ def _unstack_scanned_layers(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
 def vit_params_from_flat(flat: dict[str, np.ndarray], source: str) -> dict[str, Any]:
   """Normalises a flat ViT parameter dict of any container to Scenic's names."""
-  flat, container = _strip_container_prefix(dict(flat), source)
+  flat, container = _strip_container_prefix(dict(flat))
   flat = _unstack_scanned_layers(flat)
   if "head/kernel" in flat:
     flat["output_projection/kernel"] = flat.pop("head/kernel")
@@ -104,11 +104,16 @@ def load_vit_params(path: str, checkpoint_format: str = "auto") -> dict[str, Any
       'vision_transformer' (alias 'augreg'). The file's content decides in the end: an `.npz`
       given as 'scenic' is still read as `.npz` (Scenic configs often say 'scenic' for both).
   """
+  check_format(checkpoint_format)
+  return load_pretrained_params(path, require_vit=True)
+
+
+def check_format(checkpoint_format: str) -> None:
+  """Validates `init_from.checkpoint_format` (the file's content decides how it is read)."""
   fmt = _FORMAT_ALIASES.get(checkpoint_format, checkpoint_format)
   if fmt not in CHECKPOINT_FORMATS + ("auto",):
     raise ValueError(f"init_from.checkpoint_format={checkpoint_format!r}; valid: "
                      f"{list(CHECKPOINT_FORMATS) + ['auto', 'augreg']}")
-  return load_pretrained_params(path, require_vit=True)
 
 
 def load_pretrained_params(path: str, require_vit: bool = False) -> dict[str, Any]:

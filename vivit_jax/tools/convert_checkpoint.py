@@ -27,7 +27,11 @@ MODEL_CONFIG_FILE = "vivit_model_config.json"
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-  """A config from a Python file with `get_config()` or from a JSON file."""
+  """A config from a Python file with `get_config()` (`file.py:arg` passes `arg`) or a JSON file."""
+  arg = None
+  if ".py:" in path:
+    path, arg = path.split(".py:", 1)
+    path += ".py"
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--config file not found: {path}")
   if path.endswith(".json"):
@@ -38,7 +42,7 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ValueError(f"--config {path} has no get_config()")
-  return module.get_config()
+  return module.get_config() if arg is None else module.get_config(arg)
 
 
 def _num_classes(config, params=None) -> int:
