@@ -1,0 +1,104 @@
+"""Faults: SIGKILL (also mid checkpoint write) continues exactly; NaN stops; misfit checkpoints."""
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tests import train_helpers as th
+from tests import train_procs
+from vivit_jax import checkpointing, checkpoints, train
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """Losses of an uninterrupted 1-device run (checkpoints every 2 steps, as the workers)."""
+  workdir = tmp_path_factory.mktemp("reference") / "run"
+  train.train_and_evaluate(th.tiny_config(num_training_steps=STEPS, checkpoint_steps=2),
+                           str(workdir), mode="train", data_fn=th.fake_data_fn,
+                           devices=jax.devices()[:1])
+  losses = th.read_losses(workdir)
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  return losses
+
+
+def _complete_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def _assert_same_losses(workdir, reference):
+  losses = th.read_losses(workdir)
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  # Same program, same data, same state: bit-identical, not merely close.
+  assert [losses[s] for s in range(1, STEPS + 1)] == [reference[s] for s in range(1, STEPS + 1)]
+  rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert len([r for r in rows if "train_loss" in r]) == STEPS  # replayed steps logged once
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
+  workdir, cache = tmp_path / "run", tmp_path / "cache"
+  proc = train_procs.start(workdir, STEPS, cache, "--slow_data=0.4")
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < 5:
+    assert proc.poll() is None and time.time() < deadline, "worker ended before step 5"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  assert proc.wait(timeout=60) == -signal.SIGKILL
+  killed_at = max(th.read_losses(workdir))
+  assert killed_at < STEPS and 4 in _complete_steps(workdir)
+
+  train_procs.run(workdir, STEPS, cache)
+  log = (tmp_path / "run.0.log").read_text()
+  resumed = max(s for s in _complete_steps(workdir) if s <= killed_at)
+  assert f"training steps {resumed} → {STEPS}" in log or f"training steps 4 → {STEPS}" in log
+  _assert_same_losses(workdir, reference)
+
+
+@pytest.mark.slow
+def test_sigkill_during_checkpoint_write(tmp_path, reference):
+  workdir, cache = tmp_path / "run", tmp_path / "cache"
+  proc = train_procs.start(workdir, STEPS, cache, "--kill_in_save=6")
+  assert proc.wait(timeout=240) == -signal.SIGKILL
+  assert _complete_steps(workdir) == [2, 4]  # step 6 was being written: not a checkpoint
+  train_procs.run(workdir, STEPS, cache)
+  assert "training steps 4 → 8" in (tmp_path / "run.0.log").read_text()
+  _assert_same_losses(workdir, reference)
+  assert _complete_steps(workdir) == [2, 4, 6, 8]
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = th.tiny_config(num_training_steps=8, checkpoint_steps=2, max_grad_norm=None,
+                          **{"lr_configs.base_learning_rate": 1e4})
+  with pytest.raises(FloatingPointError, match=r"non-finite loss or parameters at step \d+.*"
+                     r"last good checkpoint is kept.*base_learning_rate") as err:
+    train.train_and_evaluate(config, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
+                             devices=jax.devices()[:1])
+  bad_step = int(str(err.value).split("at step ")[1].split(" ")[0])
+  steps = _complete_steps(tmp_path)
+  assert steps and max(steps) < bad_step
+  manager = checkpointing.make_manager(tmp_path)
+  restored = manager.restore(max(steps))["state"]
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored["params"]))
+
+
+def test_misfit_checkpoint_lists_every_mismatch(tmp_path):
+  small = th.tiny_config(num_training_steps=2, checkpoint_steps=2)
+  train.train_and_evaluate(small, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
+                           devices=jax.devices()[:1])
+  wider = th.tiny_config(num_training_steps=4, **{
+      "model.spatial_transformer.mlp_dim": 48, "model.temporal_transformer.mlp_dim": 48})
+  with pytest.raises(checkpoints.CheckpointMismatchError) as err:
+    train.train_and_evaluate(wider, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
+                             devices=jax.devices()[:1])
+  message = str(err.value)
+  for part in ("SpatialTransformer", "TemporalTransformer"):
+    for leaf in ("Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel"):
+      assert f"{part}/encoderblock_0/MlpBlock_0/{leaf}" in message, message
+  assert "(16, 48)" in message and "(16, 32)" in message
+  assert str(tmp_path / "checkpoints" / "2") in message
