@@ -48,7 +48,8 @@ INIT_FROM_FIELDS = (
 MOVED = {
     "class_splits": "dataset_configs.class_splits", "split_names": "dataset_configs.split_names",
     "num_classes": "dataset_configs.num_classes", "num_frames": "dataset_configs.num_frames",
-    "base_learning_rate": "lr_configs.base_learning_rate", "warmup_steps": "lr_configs.warmup_steps",
+    "base_learning_rate": "lr_configs.base_learning_rate",
+    "warmup_steps": "lr_configs.warmup_steps",
     "momentum": "optimizer_configs.momentum", "weight_decay": "optimizer_configs.weight_decay",
     "hidden_size": "model.hidden_size", "classifier": "model.classifier",
 }
@@ -241,7 +242,9 @@ def _check_init_from(config) -> None:
     return
   from vivit_jax.checkpoints import surgery, vit  # local: only when initialising from one
   fmt = init_from.get("checkpoint_format", "scenic")
-  formats = vit.CHECKPOINT_FORMATS + ("auto",) + tuple(vit._FORMAT_ALIASES)  # pylint: disable=protected-access
+  # The loader also takes 'auto' and its aliases of 'vision_transformer'.
+  aliases = tuple(vit._FORMAT_ALIASES)  # pylint: disable=protected-access
+  formats = vit.CHECKPOINT_FORMATS + ("auto",) + aliases
   if fmt not in formats:
     _fail("init_from.checkpoint_format", fmt, formats)
   how = init_from.get("positional_embed_size_change", "tile")
