@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_fixtures as fx
+from tests import data_fixtures as fx
 from vivit_jax.data import build_dataset
 from vivit_jax.data import tfrecord
 from vivit_jax.tools import make_tfrecords
@@ -28,8 +28,9 @@ def moving_pattern(num_frames: int) -> np.ndarray:
   return frames
 
 
-def write_mp4(path, frames: np.ndarray, fps: int) -> None:
-  with av.open(str(path), "w") as container:
+def write_mp4(path, frames: np.ndarray, fps: int, faststart: bool = False) -> None:
+  options = {"movflags": "faststart"} if faststart else {}  # Index first: truncation decodes.
+  with av.open(str(path), "w", options=options) as container:
     stream = container.add_stream("mpeg4", rate=fps)
     stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
     stream.options = {"qscale": "2"}
@@ -72,8 +73,9 @@ def test_folder_roundtrip_through_the_pipeline(tmp_path):
   for shard in sorted(out.glob("val-0000*")):
     for record in tfrecord.iterate_records(str(shard)):
       example = tf.train.SequenceExample.FromString(record)
-      name = os.path.basename(example.context.feature["video/filename"].bytes_list.value[0].decode())
-      by_name[name] = (_decoded(record), example.context.feature["clip/label/index"].int64_list.value[0])
+      context = example.context.feature
+      name = os.path.basename(context["video/filename"].bytes_list.value[0].decode())
+      by_name[name] = (_decoded(record), context["clip/label/index"].int64_list.value[0])
   for label, videos in src.items():
     for name, n in videos:
       frames, index = by_name[name]
@@ -81,8 +83,8 @@ def test_folder_roundtrip_through_the_pipeline(tmp_path):
       np.testing.assert_array_equal(green_index(frames.astype(float)), np.arange(n))
       assert np.abs(frames.astype(float) - moving_pattern(n)).mean() < 4.0
   # Read back through the pipeline: central 8-frame windows at stride 2, one central crop.
-  dc = fx.dataset_configs(str(out), {"validation": "val@2", "test": "val@2"}, num_classes=2,
-                          num_frames=8, stride=2, min_resize=48, crop_size=32,
+  dc = fx.dataset_configs(str(out), {"train": "val@2", "validation": "val@2", "test": "val@2"},
+                          num_classes=2, num_frames=8, stride=2, min_resize=48, crop_size=32,
                           zero_centering=True, num_test_clips=2, do_three_spatial_crops=True)
   batch = fx.collect(build_dataset(dc, "validation", 4))[0]
   assert batch["inputs"].shape == (4, 8, 32, 32, 3) and batch["batch_mask"].tolist() == [1, 1, 1, 0]
@@ -93,7 +95,19 @@ def test_folder_roundtrip_through_the_pipeline(tmp_path):
     n = {7: 30, 4: 24}.get(int(idx[0]), 12)
     np.testing.assert_array_equal(idx, (starts[n] + 2 * np.arange(8)) % n)
   test = fx.collect(build_dataset(dc, "test", 3))[0]
-  assert test["inputs"].shape == (3, 6, 8, 32, 32, 3)
+  assert test["inputs"].shape == (3, 6, 8, 32, 32, 3)  # 2 clips x 3 crops.
+  for views in test["inputs"]:
+    idx = green_index((views + 1.0) * 127.5)  # [6, 8]
+    n = {15: 30, 9: 24, 0: 12}[int(idx[3, 0])]  # Second clip starts at T - span (or 0).
+    for view, start in zip(idx, [0] * 3 + [max(n - 15, 0)] * 3):
+      np.testing.assert_array_equal(view, (start + 2 * np.arange(8)) % n)
+  for batch in fx.collect(build_dataset(dc, "train", 3, seed=1), 4):
+    assert batch["inputs"].shape == (3, 8, 32, 32, 3)
+    for clip, label in zip(batch["inputs"], batch["label"].argmax(-1)):
+      idx = green_index((clip + 1.0) * 127.5)
+      n = 30 if label == 1 else (24 if idx.max() >= 12 else 12)  # A 24-frame window reaches 14.
+      np.testing.assert_array_equal(idx, (idx[0] + 2 * np.arange(8)) % n)
+      assert idx[0] <= (n - 15 if n >= 15 else n - 1)  # Random start within [0, T - span].
 
 
 def test_csv_with_times_fps_and_workers_through_the_cli(tmp_path):
@@ -131,18 +145,22 @@ def test_bad_videos_are_reported_and_skipped(tmp_path, capsys):
   write_mp4(tmp_path / "in" / "b" / "full.mp4", good, fps=25)
   data = (tmp_path / "in" / "b" / "full.mp4").read_bytes()
   (tmp_path / "in" / "b" / "truncated.mp4").write_bytes(data[: len(data) // 2])
+  write_mp4(tmp_path / "in" / "b" / "faststart.mp4", moving_pattern(30), fps=25, faststart=True)
+  data = (tmp_path / "in" / "b" / "faststart.mp4").read_bytes()
+  (tmp_path / "in" / "b" / "faststart_truncated.mp4").write_bytes(data[: len(data) // 2])
   (tmp_path / "in" / "a" / "notes.mp4").write_text("this is not a video\n")
   out = tmp_path / "out"
   rc = make_tfrecords.main([f"--input={tmp_path / 'in'}", f"--output_dir={out}", "--split=s",
                             "--num_shards=1", "--min_resize=0", "--workers=1"])
   assert rc == 0
   summary = json.loads((out / "s-summary.json").read_text())
-  assert (summary["written"], summary["skipped"]) == (2, 2)
+  assert (summary["written"], summary["skipped"]) == (3, 3)
   reasons = {os.path.basename(e["path"]): e["reason"] for e in summary["skipped_videos"]}
-  assert set(reasons) == {"truncated.mp4", "notes.mp4"}
+  assert set(reasons) == {"truncated.mp4", "notes.mp4", "faststart_truncated.mp4"}
+  assert "truncated or corrupt" in reasons["faststart_truncated.mp4"]
   printed = capsys.readouterr()
   assert "truncated.mp4" in printed.err and "notes.mp4" in printed.err
-  assert "2 of 4 videos written" in printed.out and "2 skipped" in printed.out
+  assert "3 of 6 videos written" in printed.out and "3 skipped" in printed.out
   assert [p for p in os.listdir(out) if ".tmp" in p] == []
   # A label missing from a given label map is skipped and counted, too.
   (tmp_path / "map.json").write_text(json.dumps({"a": "0"}))  # SSv2 style: string indices.
@@ -150,7 +168,7 @@ def test_bad_videos_are_reported_and_skipped(tmp_path, capsys):
                        "--split=s", "--num_shards=1", "--workers=1",
                        f"--label_map={tmp_path / 'map.json'}"])
   summary = json.loads((tmp_path / "o2" / "s-summary.json").read_text())
-  assert summary["written"] == 1 and summary["skipped"] == 3
+  assert summary["written"] == 1 and summary["skipped"] == 5
   assert any("label 'b' not in the label map" in e["reason"] for e in summary["skipped_videos"])
   # An empty folder is an error naming it.
   (tmp_path / "empty").mkdir()

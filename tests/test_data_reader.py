@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import data_fixtures as fx
+from tests import data_fixtures as fx
 from vivit_jax.data import build_dataset
 from vivit_jax.data import tfrecord
 
@@ -21,7 +21,8 @@ def test_file_spec_expansion(tmp_path):
   assert tfrecord.expand_file_spec("", [paths[2], paths[0]]) == [paths[2], paths[0]]
   assert tfrecord.expand_file_spec(str(tmp_path), f"{paths[1]},train-00000-of-00003") == [
       paths[1], paths[0]]
-  with pytest.raises(FileNotFoundError, match=r"'train@4'.*4 of 4 shards missing.*train-00000-of-00004"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"'train@4'.*4 of 4 shards missing.*train-00000-of-00004"):
     tfrecord.expand_file_spec(str(tmp_path), "train@4")
   with pytest.raises(ValueError, match="positive shard count"):
     tfrecord.expand_file_spec(str(tmp_path), "train@x")
@@ -129,6 +130,18 @@ def test_class_splits_concatenate_one_hots(tmp_path):
                           class_splits=[5, 3])
   labels = fx.collect(build_dataset(dc, "validation", 2))[0]["label"]
   np.testing.assert_array_equal(labels, [[0, 0, 0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0, 0, 1]])
+  # The same labels from two separate context keys.
+  frames = fx.jpegs(fx.index_frames(4))
+  fx.write_table(str(tmp_path), "ek2", [[
+      tfrecord.make_clip_example(frames, [], context={"noun/label/index": n, "verb/label/index": v})
+      for n, v in ((3, 1), (0, 2))]])
+  dc.tables.validation = "ek2@1"
+  dc.label_keys = ["noun/label/index", "verb/label/index"]
+  np.testing.assert_array_equal(fx.collect(build_dataset(dc, "validation", 2))[0]["label"], labels)
+  # Without class_splits, several values are a multi-hot target.
+  dc = fx.dataset_configs(str(tmp_path), {"validation": "ek@1"}, num_classes=5)
+  np.testing.assert_array_equal(fx.collect(build_dataset(dc, "validation", 2))[0]["label"],
+                                [[0, 1, 0, 1, 0], [1, 0, 1, 0, 0]])
   with pytest.raises(ValueError, match=r"class_splits=\[5, 2\] must sum to num_classes=8"):
     build_dataset(fx.dataset_configs(str(tmp_path), {"validation": "ek@1"}, num_classes=8,
                                      class_splits=[5, 2]), "validation", 2)

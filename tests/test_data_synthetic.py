@@ -1,11 +1,11 @@
-"""Synthetic motion set: labels follow the motion only, deterministic, generated once, atomically."""
+"""Synthetic motion set: the label is the motion only; deterministic; generated once, atomically."""
 import json
 import os
 
 import numpy as np
 import pytest
 
-import data_fixtures as fx
+from tests import data_fixtures as fx
 from vivit_jax.data import build_dataset
 from vivit_jax.data import synthetic
 

@@ -144,7 +144,8 @@ def mixup(rng: jax.Array, inputs: jax.Array, labels: jax.Array,
   """
   lam = jax.random.beta(rng, alpha, alpha)
   mixed = lam * inputs + (1.0 - lam) * inputs[::-1]
-  return mixed.astype(inputs.dtype), (lam * labels + (1.0 - lam) * labels[::-1]).astype(labels.dtype)
+  mixed_labels = lam * labels + (1.0 - lam) * labels[::-1]
+  return mixed.astype(inputs.dtype), mixed_labels.astype(labels.dtype)
 
 
 def cutmix(rng: jax.Array, inputs: jax.Array, labels: jax.Array,

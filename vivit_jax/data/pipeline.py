@@ -26,8 +26,10 @@ Bad records (not a SequenceExample, a missing key, a corrupt JPEG, a label out o
 file) are logged with the file, the record number and the key, counted in `dataset.skipped`, and
 replaced by a masked (batch_mask 0) zero clip, which keeps the step → examples map of training intact.
 """
+import atexit
 import dataclasses
 import itertools
+import weakref
 from typing import Any, Iterator, Optional
 
 from absl import logging
@@ -46,6 +48,11 @@ except RuntimeError:  # Devices already initialised (TF used earlier in the proc
   pass
 
 SPLITS = ("train", "validation", "test")
+
+# Iterators still open at exit are closed while Python is alive: otherwise TensorFlow finalizes
+# their generator after the interpreter state is gone and prints an error.
+_LIVE_ITERATORS = weakref.WeakSet()
+atexit.register(lambda: [it.close() for it in list(_LIVE_ITERATORS)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +87,9 @@ class ClipConfig:
       return dc.get(key)
 
     def positive(key, default=None):
-      value = dc.get(key, default) if default is not None else need(key)
-      if int(value) != value or value < 1:
+      value = need(key) if default is None else dc.get(key)
+      value = default if value is None else value
+      if not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise ValueError(f"dataset_configs.{key}={value!r} must be a positive integer")
       return int(value)
 
@@ -328,6 +336,11 @@ class VideoDataset:
             "label": np.zeros((cfg.num_classes,), np.float32)}
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    batches = self._batches()
+    _LIVE_ITERATORS.add(batches)
+    return batches
+
+  def _batches(self) -> Iterator[dict[str, np.ndarray]]:
     b = self.batch_size
     template = self._template()
     expected = self.start_step * b if self.split == "train" else 0
@@ -349,8 +362,9 @@ class VideoDataset:
       while len(pending) >= b:
         yield _public(_stack(pending[:b]))
         pending = pending[b:]
-    if self.split == "train":
-      return
+    if self.split == "train":  # Only a failure to read the files ends the infinite stream.
+      raise RuntimeError(f"the train stream of process {self.process_index} ended at clip "
+                         f"{expected}: reading {self._index.files} failed (see the log above)")
     while expected < self.num_examples:  # Failures at the very end.
       pending.append(self._failed(expected, perms, template))
       expected += 1

@@ -103,8 +103,9 @@ OPS = (_identity, _autocontrast, _rotate, _shear_x, _shear_y, _translate_x, _tra
        _brightness, _color, _contrast, _sharpness, _solarize, _posterize)
 
 
-def rand_augment(frames: tf.Tensor, seed: tf.Tensor, num_layers: int, magnitude: float) -> tf.Tensor:
-  """Applies `num_layers` random ops to frames float32 [t, h, w, 3] in [0, 255], same on all frames."""
+def rand_augment(frames: tf.Tensor, seed: tf.Tensor, num_layers: int,
+                 magnitude: float) -> tf.Tensor:
+  """Applies `num_layers` random ops to frames float32 [t, h, w, 3] in [0, 255], alike on all."""
   if not 0 <= magnitude <= MAX_MAGNITUDE:
     raise ValueError(f"augmentation_params.rand_augment_magnitude={magnitude} not in [0, 30]")
   seeds = tf.random.experimental.stateless_split(seed, 2 * num_layers)

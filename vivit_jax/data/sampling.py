@@ -36,7 +36,8 @@ def sample_indices(num_video_frames: tf.Tensor, num_frames: int, stride: int, mo
   if mode not in MODES:
     raise ValueError(f"sampling mode {mode!r} not in {MODES}")
   if num_frames < 1 or stride < 1 or num_clips < 1:
-    raise ValueError(f"num_frames={num_frames}, stride={stride}, num_clips={num_clips} must be >= 1")
+    raise ValueError(
+        f"num_frames={num_frames}, stride={stride}, num_clips={num_clips} must be >= 1")
   t = tf.cast(num_video_frames, tf.int32)
   span = window_span(num_frames, stride)
   last_start = tf.maximum(t - span, 0)

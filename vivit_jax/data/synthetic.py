@@ -107,6 +107,8 @@ def generate(output_dir: str, settings: Optional[ml_collections.ConfigDict] = No
                      f"{len(CLASS_NAMES)} classes {CLASS_NAMES}")
   start = time.time()
   tf.io.gfile.makedirs(output_dir)
+  for stale in tf.io.gfile.glob(os.path.join(output_dir, ".tmp-*")):  # Left by a killed run.
+    shutil.rmtree(stale, ignore_errors=True)
   tmp = os.path.join(output_dir, f".tmp-{os.getpid()}")
   tf.io.gfile.makedirs(tmp)
   counts = {}

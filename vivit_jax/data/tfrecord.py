@@ -16,6 +16,7 @@ shuffle, exact example counts for evaluation and a cheap jump to any training st
 import dataclasses
 import os
 import struct
+import time
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from absl import logging
@@ -83,7 +84,8 @@ def expand_file_spec(base_dir: str, spec: FileSpec) -> list[str]:
 def shard_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
   """Host `process_index` of `process_count` gets files[process_index::process_count]."""
   if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count}).")
+    raise ValueError(
+        f"process_index={process_index} must be in [0, process_count={process_count}).")
   return list(files[process_index::process_count])
 
 
@@ -114,8 +116,11 @@ class RecordIndex:
 
 def index_files(files: Sequence[str]) -> RecordIndex:
   """Reads the length headers of every record (not the data). A truncated tail is reported."""
+  start = time.time()
   file_ids, offsets, lengths, problems = [], [], [], []
   for f, path in enumerate(files):
+    if f and f % 100 == 0:
+      logging.info("Indexed %d of %d files (%.0f s)", f, len(files), time.time() - start)
     size = tf.io.gfile.stat(path).length
     pos = 0
     with tf.io.gfile.GFile(path, "rb") as fh:

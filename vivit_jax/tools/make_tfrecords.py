@@ -23,6 +23,7 @@ complete.
 import argparse
 import csv
 import dataclasses
+import fractions
 import json
 import multiprocessing
 import os
@@ -45,10 +46,10 @@ class VideoItem:
 
 @dataclasses.dataclass
 class Converted:
-  """What a worker returns for one video: the record or the reason it was skipped."""
+  """What a worker returns for one video: its JPEG frames or the reason it was skipped."""
   item: VideoItem
-  record: Optional[bytes] = None
-  num_frames: int = 0
+  labels: Sequence[int] = ()
+  jpegs: Sequence[bytes] = ()
   error: Optional[str] = None
 
 
@@ -152,10 +153,23 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
       last_t = t
     if prev is None:
       raise ValueError("no video frame could be decoded")
+    announced = _announced_end(stream)
+    wanted_end = announced if end is None or announced is None else min(announced, end)
+    if wanted_end is not None and last_t + source_period < wanted_end - 2 * source_period:
+      # FFmpeg decodes what it can of a damaged file without an error: check the duration.
+      raise ValueError(f"frames stop at {last_t + source_period:.2f} s but the container announces "
+                       f"{announced:.2f} s (truncated or corrupt file)")
     stop = last_t + source_period if end is None else min(last_t + source_period, end)
     while t0 + k * period < stop - _TIME_EPS * period:
       yield prev
       k += 1
+
+
+def _announced_end(stream) -> Optional[float]:
+  """End time of the stream according to the container, in seconds (None if unknown)."""
+  if not stream.duration or stream.time_base is None:
+    return None
+  return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
 
 
 def _target_size(width: int, height: int, min_resize: int) -> tuple[int, int]:
@@ -165,25 +179,47 @@ def _target_size(width: int, height: int, min_resize: int) -> tuple[int, int]:
   return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def encode_jpegs(frames: Iterator[np.ndarray], qscale: int) -> list[bytes]:
+  """JPEG-encodes uint8 [h, w, 3] frames with PyAV's MJPEG encoder (no TensorFlow in workers).
+
+  `qscale` is ffmpeg's `-q:v`: 1 (best) to 31; 2 gives about the size and error of JPEG quality 90.
+  """
+  import av  # pylint: disable=g-import-not-at-top
+  encoder, out = None, []
+  for frame in frames:
+    if encoder is None:
+      encoder = av.CodecContext.create("mjpeg", "w")
+      encoder.height, encoder.width = frame.shape[:2]
+      encoder.pix_fmt = "yuvj420p"  # Full-range BT.601 4:2:0, the JFIF convention.
+      encoder.time_base = fractions.Fraction(1, 25)
+      encoder.qmin = encoder.qmax = qscale
+    packets = encoder.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+        format="yuvj420p"))
+    out.extend(bytes(p) for p in packets)  # MJPEG has no delay: one packet per frame.
+  return out
+
+
 def convert_video(item: VideoItem, label_indices: list[int], fps: float, min_resize: int,
-                  jpeg_quality: int) -> Converted:
-  """Decodes, resamples and JPEG-encodes one video into a serialized SequenceExample."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
+                  jpeg_qscale: int) -> Converted:
+  """Decodes, resamples and JPEG-encodes one video (runs in the worker processes)."""
   try:
-    jpegs = [tf.io.encode_jpeg(f, quality=jpeg_quality).numpy()
-             for f in decode_resampled(item.path, fps, min_resize, item.start, item.end)]
+    jpegs = encode_jpegs(decode_resampled(item.path, fps, min_resize, item.start, item.end),
+                         jpeg_qscale)
   except Exception as e:  # pylint: disable=broad-except
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     return Converted(item, error=f"{type(e).__name__}: {message}")
+  return Converted(item, labels=label_indices, jpegs=jpegs)
+
+
+def _record(result: Converted, fps: float) -> bytes:
+  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
+  item = result.item
   context = {tfrecord.FILENAME_KEY: item.path, "video/fps": float(fps)}
   if item.start is not None:
     context["clip/start/timestamp"] = int(round(item.start * 1e6))
     context["clip/end/timestamp"] = int(round(item.end * 1e6))
-  record = tfrecord.make_clip_example(jpegs, label_indices, label_text=item.label,
-                                      context=context)
-  return Converted(item, record=record, num_frames=len(jpegs))
+  return tfrecord.make_clip_example(result.jpegs, result.labels, label_text=item.label,
+                                    context=context)
 
 
 def _convert_job(args) -> Converted:
@@ -192,11 +228,10 @@ def _convert_job(args) -> Converted:
 
 def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split: str,
             num_shards: int, *, fps: float = 25.0, min_resize: int = 256, workers: int = 1,
-            jpeg_quality: int = 95, seed: int = 0, progress: bool = True) -> dict:
+            jpeg_qscale: int = 2, seed: int = 0, progress: bool = True) -> dict:
   """Converts `items` into `split` shards in `output_dir`; returns the summary (also written)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
   if num_shards < 1:
     raise ValueError(f"--num_shards={num_shards} must be >= 1")
   if fps <= 0:
@@ -213,7 +248,7 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
       skipped.append((item.path, f"label {unknown[0]!r} not in the label map"))
     else:
       jobs.append((item, [label_map[p] for p in label_parts(item.label)], fps, min_resize,
-                   jpeg_quality))
+                   jpeg_qscale))
   names = [f"{split}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
   tmp_paths = [os.path.join(output_dir, f"{n}.tmp-{os.getpid()}") for n in names]
   writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
@@ -232,10 +267,10 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
         print(f"warning: skipping {result.item.path}: {result.error}", file=sys.stderr)
         continue
       shard = written % num_shards
-      writers[shard].write(result.record)
+      writers[shard].write(_record(result, fps))
       shard_counts[shard] += 1
       written += 1
-      frames += result.num_frames
+      frames += len(result.jpegs)
     if pool is not None:
       pool.close()
       pool.join()
@@ -275,7 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--min_resize", type=int, default=256, help="short side in pixels; 0: keep")
   parser.add_argument("--label_map", default=None, help="JSON {class name: index}")
   parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-  parser.add_argument("--jpeg_quality", type=int, default=95)
+  parser.add_argument("--jpeg_qscale", type=int, default=2,
+                      help="JPEG quantiser scale, 1 (best) to 31, as ffmpeg's -q:v")
   parser.add_argument("--seed", type=int, default=0, help="order of videos across shards")
   args = parser.parse_args(argv)
   try:
@@ -283,7 +319,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     label_map = build_label_map([i.label for i in items], args.label_map, args.output_dir)
     summary = convert(items, label_map, args.output_dir, args.split, args.num_shards, fps=args.fps,
                       min_resize=args.min_resize, workers=args.workers,
-                      jpeg_quality=args.jpeg_quality, seed=args.seed)
+                      jpeg_qscale=args.jpeg_qscale, seed=args.seed)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
