@@ -1,6 +1,7 @@
 """Faults: SIGKILL (also mid checkpoint write) continues exactly; NaN stops; misfit checkpoints."""
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -24,14 +25,25 @@ def reference(tmp_path_factory):
                            devices=jax.devices()[:1])
   losses = th.read_losses(workdir)
   assert sorted(losses) == list(range(1, STEPS + 1))
-  return losses
+  return workdir, losses
 
 
 def _complete_steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
+def _start_and_wait(workdir, step: int):
+  """A slow-data worker, returned once it has logged `step`."""
+  proc = train_procs.start(workdir, STEPS, "--slow_data=0.4")
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < step:
+    assert proc.poll() is None and time.time() < deadline, f"worker ended before step {step}"
+    time.sleep(0.05)
+  return proc
+
+
 def _assert_same_losses(workdir, reference):
+  reference = reference[1]
   losses = th.read_losses(workdir)
   assert sorted(losses) == list(range(1, STEPS + 1))
   # Same program, same data, same state: bit-identical, not merely close.
@@ -42,18 +54,14 @@ def _assert_same_losses(workdir, reference):
 
 @pytest.mark.slow
 def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
-  workdir, cache = tmp_path / "run", tmp_path / "cache"
-  proc = train_procs.start(workdir, STEPS, cache, "--slow_data=0.4")
-  deadline = time.time() + 240
-  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < 5:
-    assert proc.poll() is None and time.time() < deadline, "worker ended before step 5"
-    time.sleep(0.05)
+  workdir = tmp_path / "run"
+  proc = _start_and_wait(workdir, 5)
   os.kill(proc.pid, signal.SIGKILL)
   assert proc.wait(timeout=60) == -signal.SIGKILL
   killed_at = max(th.read_losses(workdir))
   assert killed_at < STEPS and 4 in _complete_steps(workdir)
 
-  train_procs.run(workdir, STEPS, cache)
+  train_procs.run(workdir, STEPS)
   log = (tmp_path / "run.0.log").read_text()
   resumed = max(s for s in _complete_steps(workdir) if s <= killed_at)
   assert f"training steps {resumed} → {STEPS}" in log or f"training steps 4 → {STEPS}" in log
@@ -62,14 +70,28 @@ def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
 
 @pytest.mark.slow
 def test_sigkill_during_checkpoint_write(tmp_path, reference):
-  workdir, cache = tmp_path / "run", tmp_path / "cache"
-  proc = train_procs.start(workdir, STEPS, cache, "--kill_in_save=6")
+  workdir = tmp_path / "run"
+  proc = train_procs.start(workdir, STEPS, "--kill_in_save=6")
   assert proc.wait(timeout=240) == -signal.SIGKILL
   assert _complete_steps(workdir) == [2, 4]  # step 6 was being written: not a checkpoint
-  train_procs.run(workdir, STEPS, cache)
+  train_procs.run(workdir, STEPS)
   assert "training steps 4 → 8" in (tmp_path / "run.0.log").read_text()
   _assert_same_losses(workdir, reference)
   assert _complete_steps(workdir) == [2, 4, 6, 8]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_then_resumes(tmp_path, reference):
+  workdir = tmp_path / "run"
+  proc = _start_and_wait(workdir, 3)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 1
+  log = (tmp_path / "run.0.log").read_text()
+  stopped = int(log.split("stopped by SIGTERM at step ")[1].split(";")[0])
+  assert stopped < STEPS and stopped in _complete_steps(workdir)  # saved off the 2-step grid too
+  train_procs.run(workdir, STEPS)
+  assert f"training steps {stopped} → {STEPS}" in (tmp_path / "run.0.log").read_text()
+  _assert_same_losses(workdir, reference)
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -87,10 +109,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored["params"]))
 
 
-def test_misfit_checkpoint_lists_every_mismatch(tmp_path):
-  small = th.tiny_config(num_training_steps=2, checkpoint_steps=2)
-  train.train_and_evaluate(small, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
-                           devices=jax.devices()[:1])
+def test_misfit_checkpoint_lists_every_mismatch(tmp_path, reference):
+  shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
   wider = th.tiny_config(num_training_steps=4, **{
       "model.spatial_transformer.mlp_dim": 48, "model.temporal_transformer.mlp_dim": 48})
   with pytest.raises(checkpoints.CheckpointMismatchError) as err:
@@ -101,4 +121,30 @@ def test_misfit_checkpoint_lists_every_mismatch(tmp_path):
     for leaf in ("Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel"):
       assert f"{part}/encoderblock_0/MlpBlock_0/{leaf}" in message, message
   assert "(16, 48)" in message and "(16, 32)" in message
-  assert str(tmp_path / "checkpoints" / "2") in message
+  assert str(tmp_path / "checkpoints" / str(STEPS)) in message
+
+
+def test_resume_wins_over_init_from(tmp_path, reference):
+  """A run folder with checkpoints is resumed; `init_from` is not even opened."""
+  missing = str(tmp_path / "no_such_pretrained_checkpoint")
+  config = th.tiny_config(num_training_steps=STEPS, **{"init_from.checkpoint_path": missing})
+  shutil.copytree(reference[0] / "checkpoints", tmp_path / "run" / "checkpoints")
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"), mode="train",
+                                     data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+  assert summary["step"] == STEPS
+  with pytest.raises(Exception, match="no_such_pretrained_checkpoint"):  # fresh folder: init_from
+    train.train_and_evaluate(config, str(tmp_path / "fresh"), mode="train",
+                             data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+
+
+def test_eval_mode_uses_newest_checkpoint(tmp_path, reference):
+  shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
+  summary = train.train_and_evaluate(th.tiny_config(), str(tmp_path), mode="eval",
+                                     data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+  results = json.loads((tmp_path / "eval_results.json").read_text())
+  assert results["step"] == STEPS and results["num_videos"] == 10 and results["num_views"] == 2
+  assert summary["line"].startswith(f"vivit_jax done: step {STEPS} |")
+  with pytest.raises(ValueError,
+                     match=r"no checkpoint in .*config\.eval_checkpoint_path is not set"):
+    train.train_and_evaluate(th.tiny_config(), str(tmp_path / "empty"), mode="eval",
+                             data_fn=th.fake_data_fn, devices=jax.devices()[:1])

@@ -10,19 +10,18 @@ from vivit_jax import checkpointing, train
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume(tmp_path):
-  cache = tmp_path / "cache"
   ref = train.train_and_evaluate(
       th.tiny_config(num_training_steps=6, checkpoint_steps=2), str(tmp_path / "ref"),
       mode="train", data_fn=th.fake_data_fn, devices=jax.devices()[:2])
 
   workdir = tmp_path / "two"
-  train_procs.run(workdir, 4, cache, processes=2)
+  train_procs.run(workdir, 4, processes=2)
   assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
                 if p.name.isdigit()) == [2, 4]
   log = (tmp_path / "two.0.log").read_text()
   assert "processes 2 devices 2" in log
   # Second launch: resumes from the step-4 checkpoint written by both processes.
-  train_procs.run(workdir, 6, cache, processes=2)
+  train_procs.run(workdir, 6, processes=2)
   log = (tmp_path / "two.0.log").read_text()
   assert "resuming from" in log and "training steps 4 → 6" in log
 

@@ -1,4 +1,6 @@
 """The sharded trainer computes what one device computes, with parameters really split."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -23,18 +25,25 @@ def test_mesh_from_config_and_errors():
 
 def test_data_fsdp_tensor_mesh_matches_one_device(tmp_path):
   steps = 3
+  # Mixup/CutMix and label smoothing ride along: their randomness must not depend on the mesh.
+  extra = {"mixup": {"alpha": 0.4, "cutmix_alpha": 1.0}, "label_smoothing": 0.1}
   one = train.train_and_evaluate(
-      th.tiny_config(num_training_steps=steps, mesh=(("data", -1),)), str(tmp_path / "one"),
-      mode="train", data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+      th.tiny_config(num_training_steps=steps, mesh=(("data", -1),), **extra),
+      str(tmp_path / "one"), mode="train", data_fn=th.fake_data_fn, devices=jax.devices()[:1])
   eight = train.train_and_evaluate(
-      th.tiny_config(num_training_steps=steps, mesh=(("data", 2), ("fsdp", 2), ("tensor", 2))),
+      th.tiny_config(num_training_steps=steps, mesh=(("data", 2), ("fsdp", 2), ("tensor", 2)),
+                     **extra),
       str(tmp_path / "eight"), mode="train", data_fn=th.fake_data_fn)
+  assert eight["flops_per_step"] > 0  # XLA cost analysis of the step, logged at start
 
   losses_one, losses_eight = th.read_losses(tmp_path / "one"), th.read_losses(tmp_path / "eight")
   assert sorted(losses_one) == list(range(1, steps + 1))
   np.testing.assert_allclose([losses_eight[s] for s in losses_one],
                              [losses_one[s] for s in losses_one], rtol=1e-5, atol=1e-6)
   assert len(set(losses_one.values())) == steps  # it is really training
+  rows = [json.loads(x) for x in (tmp_path / "eight" / "metrics.jsonl").read_text().splitlines()]
+  # Step 1 has zero logits (zero-initialised head): any smoothing gives log(C) there.
+  assert all(abs(r["train_objective"] - r["train_loss"]) > 1e-4 for r in rows if r["step"] > 1)
 
   p1, p8 = one["state"]["params"], eight["state"]["params"]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),

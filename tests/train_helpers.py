@@ -30,13 +30,15 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
       hidden_size=16, patches=dict(size=(4, 4, 2)), classifier="token",
       representation_size=None, dropout_rate=0.1, attention_dropout_rate=0.0,
       attention_config=dict(type="factorized_encoder"),
-      temporal_encoding_config=dict(method="3d_conv", kernel_init_method="central_frame_initializer"),
+      temporal_encoding_config=dict(method="3d_conv",
+                                    kernel_init_method="central_frame_initializer"),
       spatial_transformer=dict(num_layers=1, mlp_dim=32, num_heads=2),
       temporal_transformer=dict(num_layers=1, mlp_dim=32, num_heads=2)))
   c.optimizer = "momentum"
   c.optimizer_configs = ml_collections.ConfigDict(dict(momentum=0.9))
   c.max_grad_norm = 1.0
   c.label_smoothing = None
+  c.init_from = ml_collections.ConfigDict()
   c.lr_configs = ml_collections.ConfigDict(dict(
       learning_rate_schedule="compound", factors="constant", base_learning_rate=0.1))
   for key, value in overrides.items():

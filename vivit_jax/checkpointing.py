@@ -11,6 +11,7 @@ Pretrained weights (`config.init_from`) never go through this module: only our o
 is ever resumed from.
 """
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -26,7 +27,7 @@ STATE = "state"
 def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
                  async_save: bool = True) -> ocp.CheckpointManager:
   """The run's `CheckpointManager` in `workdir/checkpoints` (created if missing)."""
-  directory = epath.Path(workdir) / "checkpoints"
+  directory = absolute(workdir) / "checkpoints"
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       create=True,
@@ -35,6 +36,12 @@ def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
   )
   return ocp.CheckpointManager(directory, options=options,
                                item_handlers={STATE: ocp.StandardCheckpointHandler()})
+
+
+def absolute(path: str | epath.Path) -> epath.Path:
+  """A local path made absolute (Orbax requires it); URLs such as gs://... are kept."""
+  path = str(path)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: dict, *, force: bool = False) -> None:
@@ -97,7 +104,9 @@ class SigtermFlag:
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    # Several processes: JAX's preemption service owns SIGTERM; replacing its handler would
+    # leave the hosts unable to agree on a step.
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):

@@ -50,9 +50,18 @@ def main(argv) -> int:
   return 0
 
 
+class _QuietLibraries(py_logging.Filter):
+  """Drops the INFO chatter of Orbax and TensorStore (one line per file written)."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    noisy = "/orbax/" in record.pathname or "/tensorstore/" in record.pathname
+    return record.levelno >= py_logging.WARNING or not noisy
+
+
 def run() -> None:
   flags.mark_flags_as_required(["config", "workdir"])
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -7,7 +7,6 @@ updated by one pure jitted step with donated buffers. The step's randomness is
 `fold_in(rng, step)`, and the training data is a deterministic function of (seed, step), so a
 run restored from a checkpoint continues with exactly the numbers of an uninterrupted run.
 """
-import functools
 import logging
 import math
 import time
@@ -22,7 +21,8 @@ import optax
 from etils import epath
 from flax.core import meta
 
-from vivit_jax import checkpointing, sharding
+from vivit_jax import checkpointing, evaluate, optim, sharding
+from vivit_jax import metrics as metrics_lib
 from vivit_jax.models import build_model
 
 # (split, batch_size, *, process_index, process_count, seed, start_step) -> iterable of batches.
@@ -137,7 +137,6 @@ def fresh_state_from_params(params, tx, shardings):
 
 def make_train_step(model, tx, lr_fn, config) -> Callable:
   """`(state, batch, rng) -> (state, metrics)`: one pure SGD step (jit it with shardings)."""
-  from vivit_jax import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   heads = heads_of(config)
   mixup_cfg = config.get("mixup") or {}
   mixup_alpha = float(mixup_cfg.get("alpha", 0.0) or 0.0)
@@ -189,7 +188,6 @@ def _mix(rng, inputs, labels, mixup_alpha: float, cutmix_alpha: float):
 
 def make_eval_step(model, config, average: str) -> Callable:
   """`(params, batch) -> sums`: logits of every view of `[b, v, t, h, w, c]`, averaged."""
-  from vivit_jax import evaluate  # pylint: disable=g-import-not-at-top
 
   def eval_fn(params, batch):
     inputs = batch["inputs"]
@@ -294,9 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     data_fn: where batches come from (tests pass a fake); default `vivit_jax.data`.
     devices: the devices to build the mesh from (default all).
   """
-  from vivit_jax import evaluate, metrics as metrics_lib, optim  # pylint: disable=g-import-not-at-top
   t_start = time.time()
-  workdir = epath.Path(workdir)
+  workdir = checkpointing.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_primary = jax.process_index() == 0
   mesh = sharding.make_mesh(config.get("mesh"), devices)
@@ -312,7 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   batch_size = int(config.batch_size)
   steps_per_epoch = steps_per_epoch_of(config)
   total_steps = total_steps_of(config, steps_per_epoch) if mode != "eval" else 0
-  tx, lr_fn = optim.build_optimizer(config, steps_per_epoch or total_steps)
+  tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
 
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
@@ -332,7 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
     params = checkpoints.load_scenic_checkpoint(config.eval_checkpoint_path)
     expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state["params"])
-    checkpoints.match_params(expected, params, source=config.eval_checkpoint_path)
+    params = checkpoints.match_params(expected, params, source=config.eval_checkpoint_path)
     state = fresh_state_from_params(params, tx, shardings)
   elif mode == "eval":
     raise ValueError(f"--mode=eval: no checkpoint in {manager.directory} and "
@@ -428,7 +425,6 @@ def _train_loop(config, state, shardings, batch_sh, mesh, model, tx, lr_fn, trai
         checkpointing.save(manager, step, state, force=True)
         clock["t"] += time.perf_counter() - t_save  # the report's rates exclude saving
       if eval_every and step % eval_every == 0 and not last:
-        from vivit_jax import evaluate  # pylint: disable=g-import-not-at-top
         t_eval = time.perf_counter()
         totals, views = run_eval(eval_step, state["params"],
                                  data_fn("validation", local_eval, seed=seed, **proc), mesh)
