@@ -82,7 +82,7 @@ def test_accumulator_uses_sums_and_counts():
 
 def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   workdir = str(tmp_path / "run")
-  writer = metrics.MetricWriter(workdir, is_primary=True, asynchronous=False)
+  writer = metrics.MetricWriter(workdir, is_primary=True)  # clu's asynchronous writer
   writer.write_scalars(1, {"loss": jnp.float32(2.5), "accuracy": 0.25})
   writer.write_scalars(2, {"loss": float("nan")})
   writer.write_text(2, {"note": "hello"})

@@ -11,7 +11,7 @@ import pytest
 
 from vivit_jax import optim
 from vivit_jax.models import build_model
-from vivit_jax.schedules import build_lr_schedule, total_training_steps
+from vivit_jax.schedules import build_lr_schedule, steps_per_epoch_of, total_training_steps
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:
@@ -43,7 +43,9 @@ def test_compound_cosine_with_warmup_matches_scenic_formula():
 
 
 def test_warmup_epochs_and_default_cycle_from_epochs():
-  config = _config(num_training_steps=None, num_training_epochs=22)
+  config = _config(num_training_steps=None, num_training_epochs=22, batch_size=8,
+                   dataset_configs={"examples_per_subset": {"train": 47}})
+  assert steps_per_epoch_of(config) == 5  # 47 // 8, as Scenic
   assert total_training_steps(config, steps_per_epoch=5) == 110
   lr = _lr(learning_rate_schedule="compound", factors="constant*cosine_decay*linear_warmup",
            base_learning_rate=0.1, warmup_epochs=2)  # 2 epochs × 5 steps, cycle = 110
@@ -148,11 +150,15 @@ def test_gradient_accumulation_equals_big_batch_step():
 
   def run(k, batches):
     tx, _ = optim.build_optimizer(_config(gradient_accumulation_steps=k, **base), None)
+
+    @jax.jit
+    def step(params, state, xb, yb):
+      updates, state = tx.update(jax.grad(_linear_loss)(params, xb, yb), state, params)
+      return optax.apply_updates(params, updates), state
+
     params, state, history = init, tx.init(init), []
     for xb, yb in batches:
-      grads = jax.grad(_linear_loss)(params, xb, yb)
-      updates, state = tx.update(grads, state, params)
-      params = optax.apply_updates(params, updates)
+      params, state = step(params, state, xb, yb)
       history.append(params)
     return params, history
 

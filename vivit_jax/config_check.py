@@ -48,7 +48,8 @@ INIT_FROM_FIELDS = (
 MOVED = {
     "class_splits": "dataset_configs.class_splits", "split_names": "dataset_configs.split_names",
     "num_classes": "dataset_configs.num_classes", "num_frames": "dataset_configs.num_frames",
-    "base_learning_rate": "lr_configs.base_learning_rate", "warmup_steps": "lr_configs.warmup_steps",
+    "base_learning_rate": "lr_configs.base_learning_rate",
+    "warmup_steps": "lr_configs.warmup_steps",
     "momentum": "optimizer_configs.momentum", "weight_decay": "optimizer_configs.weight_decay",
     "hidden_size": "model.hidden_size", "classifier": "model.classifier",
 }
@@ -180,21 +181,12 @@ def _check_dataset(config) -> None:
     pipeline.ClipConfig.from_configs(dc)
 
 
-def steps_per_epoch_of(config) -> int | None:
-  """Train steps per epoch from `dataset_configs.examples_per_subset.train` and `batch_size`."""
-  dc = config.get("dataset_configs") or {}
-  train = (dc.get("examples_per_subset") or {}).get("train")
-  if not train or not config.get("batch_size"):
-    return None
-  return max(1, train // int(config.batch_size))
-
-
 def _check_training(config) -> None:
   _int(config, "batch_size", "batch_size", required=True)
   _int(config, "eval_batch_size", "eval_batch_size")
   steps = _int(config, "num_training_steps", "num_training_steps")
   _number(config, "num_training_epochs", "num_training_epochs")
-  per_epoch = steps_per_epoch_of(config)
+  per_epoch = schedules.steps_per_epoch_of(config)
   if steps is None:
     if not config.get("num_training_epochs"):
       raise ValueError("config.num_training_steps or config.num_training_epochs is required")
@@ -250,7 +242,9 @@ def _check_init_from(config) -> None:
     return
   from vivit_jax.checkpoints import surgery, vit  # local: only when initialising from one
   fmt = init_from.get("checkpoint_format", "scenic")
-  formats = vit.CHECKPOINT_FORMATS + ("auto",) + tuple(vit._FORMAT_ALIASES)  # pylint: disable=protected-access
+  # The loader also takes 'auto' and its aliases of 'vision_transformer'.
+  aliases = tuple(vit._FORMAT_ALIASES)  # pylint: disable=protected-access
+  formats = vit.CHECKPOINT_FORMATS + ("auto",) + aliases
   if fmt not in formats:
     _fail("init_from.checkpoint_format", fmt, formats)
   how = init_from.get("positional_embed_size_change", "tile")

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vivit_jax.metrics import TOP_K, correct_top_k, one_hot_labels, softmax_cross_entropy
+from vivit_jax.metrics import TOP_K, correct_top_k, one_hot_labels
 from vivit_jax.models import split_logits
 
 AVERAGES = ("logits", "softmax")

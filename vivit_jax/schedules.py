@@ -15,6 +15,7 @@ Factors (fields of `lr_configs` they read):
   decay_every         steps_per_decay, decay_factor
   piecewise_constant  decay_events, decay_factors (absolute ratios after each event)
 """
+import math
 from typing import Callable
 
 import jax.numpy as jnp
@@ -34,6 +35,15 @@ LR_CONFIG_FIELDS = (
 Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 
+def steps_per_epoch_of(config: ml_collections.ConfigDict) -> int | None:
+  """`dataset_configs.examples_per_subset.train // batch_size` (None when unknown), as Scenic."""
+  dc = config.get("dataset_configs") or {}
+  train = (dc.get("examples_per_subset") or {}).get("train")
+  if not train or not config.get("batch_size"):
+    return None
+  return max(1, int(train) // int(config.batch_size))
+
+
 def total_training_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
   """`num_training_steps`, else `num_training_epochs × steps_per_epoch` (Scenic's rule)."""
   if config.get("num_training_steps"):
@@ -42,7 +52,7 @@ def total_training_steps(config: ml_collections.ConfigDict, steps_per_epoch: int
     if not steps_per_epoch or steps_per_epoch <= 0:
       raise ValueError(f"num_training_epochs={config.num_training_epochs} needs a positive "
                        f"steps_per_epoch, got {steps_per_epoch!r}")
-    return int(round(config.num_training_epochs * steps_per_epoch))
+    return int(math.ceil(config.num_training_epochs * steps_per_epoch))
   raise ValueError("set one of num_training_steps or num_training_epochs in the config")
 
 
