@@ -148,3 +148,34 @@ def test_eval_mode_uses_newest_checkpoint(tmp_path, reference):
                      match=r"no checkpoint in .*config\.eval_checkpoint_path is not set"):
     train.train_and_evaluate(th.tiny_config(), str(tmp_path / "empty"), mode="eval",
                              data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+
+
+def test_eval_mode_of_released_scenic_checkpoint(tmp_path, scenic_ref):
+  """`--mode=eval` + `eval_checkpoint_path` (2021 flax.optim layout) gives Scenic's logits."""
+  ref = np.load(scenic_ref / "vivit" / "spacetime_token" / "reference.npz")
+  logits = ref["logits"].astype(np.float64)  # [2, 5]
+  # Video 0 labelled with its top class, video 1 with its lowest: top-1 is exactly 1/2.
+  labels = np.asarray([np.argmax(logits[0]), np.argmin(logits[1])])
+  one_hot = np.eye(5, dtype=np.float32)[labels]
+
+  def data_fn(split, batch_size, **_):
+    assert split == "test" and batch_size == 2
+    yield {"inputs": ref["inputs"][:, None], "label": one_hot,
+           "batch_mask": np.ones(2, np.float32)}
+
+  scenic_config = json.loads(
+      (scenic_ref / "vivit" / "spacetime_token" / "config.json").read_text())
+  config = th.tiny_config(eval_batch_size=2, **{"dataset_configs.num_classes": 5,
+                                                "dataset_configs.num_frames": 8,
+                                                "dataset_configs.crop_size": 16})
+  config.model = scenic_config["model"]
+  config.eval_checkpoint_path = str(
+      scenic_ref / "vivit" / "spacetime_token_legacy_optimizer_layout" / "checkpoint_2")
+  train.train_and_evaluate(config, str(tmp_path), mode="eval", data_fn=data_fn,
+                           devices=jax.devices()[:1])
+  results = json.loads((tmp_path / "eval_results.json").read_text())
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  expected_loss = -np.mean(log_probs[np.arange(2), labels])
+  assert results["top1"] == 0.5 and results["num_videos"] == 2 and results["step"] == 0
+  np.testing.assert_allclose(results["loss"], expected_loss, rtol=1e-5)
+  assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
