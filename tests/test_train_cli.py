@@ -48,3 +48,11 @@ def test_bad_override_names_field_and_values(tmp_path):
               "--config.optimizer=adamm")
   assert out.returncode != 0
   assert "optimizer" in out.stderr and "adamw" in out.stderr and "momentum" in out.stderr
+
+
+def test_eval_mode_flag_reaches_scenic_loader(tmp_path):
+  missing = tmp_path / "no_such_checkpoint"
+  out = _main(tmp_path, f"--config={CONFIG}:runlocal", "--workdir=ev", "--mode=eval",
+              f"--config.eval_checkpoint_path={missing}", *SMALL_SET)
+  assert out.returncode != 0
+  assert f"Scenic checkpoint not found: {missing}" in out.stderr

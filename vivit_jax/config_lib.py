@@ -141,6 +141,9 @@ def set_run_fields(config: ml_collections.ConfigDict, *, checkpoint_steps: int =
   config.mesh = (("data", -1), ("fsdp", 1), ("tensor", 1))
   config.model_dtype_str = "float32"
   config.data_dtype_str = "float32"
+  # Trainer options beyond Scenic's; present (typed, unset) so `--config.x=...` can set them.
+  config.eval_average = "logits"
+  config.eval_checkpoint_path = ml_collections.config_dict.placeholder(str)
 
 
 def synthetic_dataset() -> ml_collections.ConfigDict:
