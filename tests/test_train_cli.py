@@ -38,7 +38,7 @@ def test_runlocal_end_to_end(tmp_path):
   for key in ("steps_per_sec", "clips_per_sec", "data_wait_fraction", "learning_rate"):
     assert all(r[key] is not None and r[key] >= 0 for r in train_rows), key
   assert 0 <= train_rows[-1]["data_wait_fraction"] <= 1
-  assert "FLOPs per step" in out.stderr and "Total:" in out.stderr  # cost analysis, overview
+  assert "FLOPs per step in total" in out.stderr and "Total:" in out.stderr  # cost analysis, overview
   assert "orbax" not in out.stderr.lower().replace("orbax-checkpoint", "")  # Orbax chatter off
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4"]
 

@@ -262,7 +262,7 @@ def _flush(pending: list, writer, total_steps: int, clock: dict, global_batch: i
   clock.update(t=now, step=steps[-1], wait=0.0)
 
 
-def _log_overview(params, compiled_step, global_batch: int) -> float:
+def _log_overview(params, compiled_step, global_batch: int, num_devices: int) -> float:
   """Logs the parameter table and the step's FLOPs (XLA cost analysis); returns FLOPs/step."""
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   logging.info("parameters:\n%s",
@@ -270,9 +270,10 @@ def _log_overview(params, compiled_step, global_batch: int) -> float:
   cost = compiled_step.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
-  flops = float((cost or {}).get("flops", float("nan")))
-  logging.info("train step: %.3g FLOPs per step (per device program), %.3g per clip",
-               flops, flops / max(global_batch, 1))
+  # XLA analyses the per-device (SPMD-partitioned) program; the step's total is N times that.
+  flops = float((cost or {}).get("flops", float("nan"))) * num_devices
+  logging.info("train step: %.3g FLOPs per step in total (%d devices), %.3g per clip",
+               flops, num_devices, flops / max(global_batch, 1))
   return flops
 
 
@@ -395,7 +396,8 @@ def _train_loop(config, state, shardings, batch_sh, mesh, model, tx, lr_fn, trai
                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
   compiled = jitted.lower(state, abstract_batch, train_rng).compile()
   if is_primary:
-    summary["flops_per_step"] = _log_overview(state["params"], compiled, global_batch)
+    summary["flops_per_step"] = _log_overview(state["params"], compiled, global_batch,
+                                              mesh.size)
 
   log_every = int(config.get("log_summary_steps") or 100)
   eval_every = int(config.get("log_eval_steps") or 0)
