@@ -50,8 +50,9 @@ def total_training_steps(config: ml_collections.ConfigDict, steps_per_epoch: int
     return int(config.num_training_steps)
   if config.get("num_training_epochs"):
     if not steps_per_epoch or steps_per_epoch <= 0:
-      raise ValueError(f"num_training_epochs={config.num_training_epochs} needs a positive "
-                       f"steps_per_epoch, got {steps_per_epoch!r}")
+      raise ValueError(f"num_training_epochs={config.num_training_epochs} needs the epoch size: "
+                       "set dataset_configs.examples_per_subset.train (or use "
+                       "num_training_steps)")
     return int(math.ceil(config.num_training_epochs * steps_per_epoch))
   raise ValueError("set one of num_training_steps or num_training_epochs in the config")
 

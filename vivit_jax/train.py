@@ -8,7 +8,6 @@ updated by one pure jitted step with donated buffers. The step's randomness is
 run restored from a checkpoint continues with exactly the numbers of an uninterrupted run.
 """
 import logging
-import math
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -21,7 +20,7 @@ import optax
 from etils import epath
 from flax.core import meta
 
-from vivit_jax import checkpointing, evaluate, optim, sharding
+from vivit_jax import checkpointing, evaluate, optim, schedules, sharding
 from vivit_jax import metrics as metrics_lib
 from vivit_jax.models import build_model
 
@@ -50,25 +49,10 @@ def heads_of(config: ml_collections.ConfigDict) -> dict:
           "split_names": tuple(names) if names else None}
 
 
-def steps_per_epoch_of(config: ml_collections.ConfigDict) -> int | None:
-  """`dataset_configs.examples_per_subset.train // batch_size` (None when not given)."""
-  num_train = (config.dataset_configs.get("examples_per_subset") or {}).get("train")
-  return max(1, int(num_train) // int(config.batch_size)) if num_train else None
-
-
 def input_shape_of(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """One clip's shape `[t, h, w, 3]` from `dataset_configs.num_frames` and `crop_size`."""
   dc = config.dataset_configs
   return (int(dc.num_frames), int(dc.crop_size), int(dc.crop_size), 3)
-
-
-def total_steps_of(config: ml_collections.ConfigDict, steps_per_epoch: int | None) -> int:
-  if config.get("num_training_steps"):
-    return int(config.num_training_steps)
-  if config.get("num_training_epochs") and steps_per_epoch:
-    return int(math.ceil(config.num_training_epochs * steps_per_epoch))
-  raise ValueError("set config.num_training_steps, or config.num_training_epochs together with "
-                   "config.dataset_configs.examples_per_subset.train")
 
 
 def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
@@ -308,8 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = build_model(config.model, num_classes_of(config),
                       dtype=config.get("model_dtype_str") or "float32")
   batch_size = int(config.batch_size)
-  steps_per_epoch = steps_per_epoch_of(config)
-  total_steps = total_steps_of(config, steps_per_epoch) if mode != "eval" else 0
+  steps_per_epoch = schedules.steps_per_epoch_of(config)
+  total_steps = schedules.total_training_steps(config, steps_per_epoch) if mode != "eval" else 0
   tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
 
   rng = jax.random.PRNGKey(seed)
