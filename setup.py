@@ -33,7 +33,8 @@ setuptools.setup(
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
-            "torch>=2.4",
+            # The CPU build: a bare `torch` requirement resolves to a multi-GB CUDA wheel.
+            "torch==2.13.0",
             "transformers>=4.40",
             "safetensors>=0.4",
         ],
