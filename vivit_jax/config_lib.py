@@ -143,6 +143,7 @@ def set_run_fields(config: ml_collections.ConfigDict, *, checkpoint_steps: int =
   config.data_dtype_str = "float32"
   # Trainer options beyond Scenic's; present (typed, unset) so `--config.x=...` can set them.
   config.eval_average = "logits"
+  config.gradient_accumulation_steps = 1
   config.eval_checkpoint_path = ml_collections.config_dict.placeholder(str)
 
 
