@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = config_lib.vivit_model("L", "factorized_encoder", temporal_layers=4,
                                         droplayer=0.2)
   config_lib.set_training(config, base_learning_rate=0.5, epochs=50,
-                          train_size=EPIC_SIZES["train"], label_smoothing=0.2, mixup_alpha=0.1)
+                          label_smoothing=0.2, mixup_alpha=0.1)
   config.init_from = config_lib.init_from_vit(None)
   config_lib.set_run_fields(config, checkpoint_steps=500)
   return config_lib.finish(config, arg)

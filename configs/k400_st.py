@@ -23,8 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset_configs.augmentation_params = config_lib.augmentation(color=True)
   config.model_name = "vivit_classification"
   config.model = config_lib.vivit_model("B", "spacetime")
-  config_lib.set_training(config, base_learning_rate=1e-1, epochs=30,
-                          train_size=KINETICS_400_SIZES["train"])
+  config_lib.set_training(config, base_learning_rate=1e-1, epochs=30)
   config.init_from = config_lib.init_from_vit("path_to_checkpoint_of_vit_b_16")
   config_lib.set_run_fields(config, checkpoint_steps=1000)
   return config_lib.finish(config, arg)

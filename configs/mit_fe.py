@@ -26,8 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset_configs.augmentation_params = config_lib.augmentation(color=True)
   config.model_name = "vivit_classification"
   config.model = config_lib.vivit_model("L", "factorized_encoder", temporal_layers=4)
-  config_lib.set_training(config, base_learning_rate=0.25, epochs=10,
-                          train_size=MIT_SIZES["train"])
+  config_lib.set_training(config, base_learning_rate=0.25, epochs=10)
   config.init_from = config_lib.init_from_vit("path_to_checkpoint_of_vit_l_16")
   config_lib.set_run_fields(config, checkpoint_steps=1000)
   return config_lib.finish(config, arg)

@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = config_lib.vivit_model("L", "factorized_encoder", temporal_layers=4,
                                         droplayer=0.3)
   config_lib.set_training(config, base_learning_rate=0.4, epochs=35,
-                          train_size=SSV2_SIZES["train"], label_smoothing=0.3, mixup_alpha=0.3)
+                          label_smoothing=0.3, mixup_alpha=0.3)
   config.init_from = config_lib.init_from_vit(None, size_change="resize")
   config_lib.set_run_fields(config, checkpoint_steps=500)
   return config_lib.finish(config, arg)

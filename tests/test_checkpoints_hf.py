@@ -72,20 +72,34 @@ def test_older_hub_names_and_state_dicts(hf_dir):
     np.testing.assert_array_equal(flat_new[k], flat_old[k])
 
 
-def test_refusals(hf_dir, scenic_ref, tmp_path):
-  path, hf_model = hf_dir
+def test_exact_gelu_is_refused_unless_allowed(hf_dir):
+  _, hf_model = hf_dir
   exact = dict(hf_model.config.to_dict(), hidden_act="gelu")
   with pytest.raises(ValueError, match=r"hidden_act='gelu'.*tanh-approximated GELU"):
     ckpt.import_hf(hf_model.state_dict(), hf_config=exact)
   ckpt.import_hf(hf_model.state_dict(), hf_config=exact, allow_gelu_mismatch=True)
+
+
+def test_other_layer_norm_eps_is_refused(hf_dir):
+  _, hf_model = hf_dir
+  config = dict(hf_model.config.to_dict(), layer_norm_eps=1e-5, hidden_act="gelu_new")
   with pytest.raises(ValueError, match=r"layer_norm_eps=1e-05"):
-    ckpt.import_hf(hf_model.state_dict(), hf_config=dict(exact, layer_norm_eps=1e-5,
-                                                          hidden_act="gelu_new"))
+    ckpt.import_hf(hf_model.state_dict(), hf_config=config)
+
+
+def test_tensors_without_a_place_are_listed(hf_dir):
+  _, hf_model = hf_dir
   fewer_layers = dict(hf_model.config.to_dict(), num_hidden_layers=1)
   with pytest.raises(ckpt.CheckpointMismatchError, match=r"vivit.layers.1.attention.q_proj.weight"):
     ckpt.import_hf(hf_model.state_dict(), hf_config=fewer_layers)
+
+
+def test_missing_folder_is_named(tmp_path):
   with pytest.raises(ckpt.CheckpointFormatError, match="not found"):
     ckpt.import_hf(str(tmp_path / "nothing_here"))
+
+
+def test_export_of_another_variant_is_refused(scenic_ref, tmp_path):
   fe = lib.read_config(scenic_ref / "vivit/factorized_encoder_token/config.json")
   fe_params = ckpt.load_scenic_checkpoint(scenic_ref / "vivit/factorized_encoder_token")
   with pytest.raises(ValueError, match=r"attention_config.type='factorized_encoder' \(HF has only"):

@@ -68,24 +68,39 @@ def test_truncated_file_is_named(scenic_ref, tmp_path):
     ckpt.load_scenic_checkpoint(tmp_path)
 
 
-def test_non_checkpoint_files(tmp_path):
-  text = tmp_path / "notes.txt"
-  text.write_text("this is not a checkpoint\n")
-  with pytest.raises(ckpt.CheckpointFormatError, match=r"notes.txt .*not a readable flax msgpack"):
-    ckpt.load_scenic_checkpoint(text)
-  npz = tmp_path / "vit.npz"
-  np.savez(npz, a=np.zeros(3))
-  with pytest.raises(ckpt.CheckpointFormatError, match=r"vit.npz is an .npz archive"):
-    ckpt.load_scenic_checkpoint(npz)
-  from flax import serialization
-  other = tmp_path / "other_state"
-  other.write_bytes(serialization.msgpack_serialize({"step": 3, "weights": {"w": np.ones(2)}}))
-  with pytest.raises(ckpt.CheckpointFormatError, match=r"holds no parameters.*\['step', 'weights'\]"):
-    ckpt.load_scenic_checkpoint(other)
-  with pytest.raises(ckpt.CheckpointFormatError, match=r"no Scenic checkpoint in directory"):
-    ckpt.load_scenic_checkpoint(tmp_path)
-  with pytest.raises(ckpt.CheckpointFormatError, match="not found: .*missing"):
-    ckpt.load_scenic_checkpoint(tmp_path / "missing")
+def _text_file(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("this is not a checkpoint\n")
+  return path
+
+
+def _npz_file(tmp_path):
+  path = tmp_path / "vit.npz"
+  np.savez(path, a=np.zeros(3))
+  return path
+
+
+def _other_msgpack(tmp_path):
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "other_state"
+  path.write_bytes(serialization.msgpack_serialize({"step": 3, "weights": {"w": np.ones(2)}}))
+  return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (_text_file, r"notes.txt .*not a readable flax msgpack"),
+    (_npz_file, r"vit.npz is an .npz archive"),
+    (_other_msgpack, r"holds no parameters.*\['step', 'weights'\]"),
+    (lambda tmp_path: tmp_path, r"no Scenic checkpoint in directory"),
+    (lambda tmp_path: tmp_path / "missing", "not found: .*missing"),
+], ids=["text", "npz", "other_msgpack", "empty_dir", "missing"])
+def test_non_checkpoint_files(tmp_path, make, message):
+  with pytest.raises(ckpt.CheckpointFormatError, match=message):
+    ckpt.load_scenic_checkpoint(make(tmp_path))
+
+
+def test_a_file_resolves_to_itself(tmp_path):
+  text = _text_file(tmp_path)
   assert scenic.resolve_checkpoint_file(str(text)) == str(text)
 
 

@@ -129,15 +129,21 @@ def test_bad_value_is_named(field, value, message):
     config_check.validate_config(config)
 
 
-def test_multihead_consistency():
+def test_class_splits_must_sum_to_num_classes():
   config = load("epic_kitchens_fe")
   config.dataset_configs.class_splits = [300, 96]
   with pytest.raises(ValueError, match=r"class_splits=\[300, 96\].*num_classes=397"):
     config_check.validate_config(config)
+
+
+def test_class_splits_need_the_multihead_model():
   config = load("epic_kitchens_fe")
   config.model_name = "vivit_classification"
   with pytest.raises(ValueError, match="class_splits needs 'vivit_multihead_classification'"):
     config_check.validate_config(config)
+
+
+def test_multihead_model_needs_class_splits():
   config = load("k400_fe")
   config.model_name = "vivit_multihead_classification"
   with pytest.raises(ValueError, match="needs dataset_configs.class_splits"):

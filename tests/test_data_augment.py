@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from vivit_jax.data import augment
+from vivit_jax.data import mixing
 from vivit_jax.data import randaugment
 from vivit_jax.data import sampling
 
@@ -89,7 +90,7 @@ def test_flip_mirrors_columns():
 def test_mixup_one_lambda_per_batch():
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 8, 8, 3))
   y = jax.nn.one_hot(jnp.array([0, 1, 2, 3]), 5)
-  mx, my = jax.jit(augment.mixup, static_argnums=3)(jax.random.PRNGKey(1), x, y, 0.4)
+  mx, my = jax.jit(mixing.mixup, static_argnums=3)(jax.random.PRNGKey(1), x, y, 0.4)
   lam = float(my[0, 0])
   assert 0 < lam < 1
   np.testing.assert_allclose(my.sum(-1), 1.0, atol=1e-6)
@@ -102,7 +103,7 @@ def test_cutmix_pastes_one_box_on_every_frame():
   y = jax.nn.one_hot(jnp.array([0, 1]), 2)
   areas = []
   for s in range(6):
-    mx, my = jax.jit(augment.cutmix, static_argnums=3)(jax.random.PRNGKey(s), x, y, 1.0)
+    mx, my = jax.jit(mixing.cutmix, static_argnums=3)(jax.random.PRNGKey(s), x, y, 1.0)
     pasted = np.asarray(mx[0, :, :, :, 0])  # 1 where example 1 was pasted into example 0.
     np.testing.assert_array_equal(pasted, np.repeat(pasted[:1], 3, axis=0))
     area = pasted[0].mean()

@@ -189,17 +189,15 @@ def test_bad_records_are_named_counted_and_masked(tmp_path):
     assert not b["inputs"][b["batch_mask"] == 0].any()
 
 
-def test_config_errors_name_the_field(tmp_path):
+@pytest.mark.parametrize("split,overrides,message", [
+    ("val", {}, r"split='val' not in \('train', 'validation', 'test'\)"),
+    ("train", {}, "tables has no entry for split 'train'"),
+    ("validation", {"augmentation_params": {"do_flip": 1}},
+     "augmentation_params has unknown keys.*do_flip"),
+    ("validation", {"min_resize": 16}, "min_resize=16 must be >= crop_size=24"),
+    ("validation", {"num_frames": None}, "num_frames is required"),
+], ids=["bad_split", "missing_table", "unknown_augmentation", "min_resize", "num_frames"])
+def test_config_errors_name_the_field(tmp_path, split, overrides, message):
   fx.write_table(str(tmp_path), "v", [[fx.clip_record(4, 0)]])
-  tables = {"validation": "v@1"}
-  with pytest.raises(ValueError, match=r"split='val' not in \('train', 'validation', 'test'\)"):
-    build_dataset(fx.dataset_configs(str(tmp_path), tables), "val", 2)
-  with pytest.raises(ValueError, match="tables has no entry for split 'train'"):
-    build_dataset(fx.dataset_configs(str(tmp_path), tables), "train", 2)
-  with pytest.raises(ValueError, match="augmentation_params has unknown keys.*do_flip"):
-    build_dataset(fx.dataset_configs(str(tmp_path), tables, augmentation_params={"do_flip": 1}),
-                  "validation", 2)
-  with pytest.raises(ValueError, match="min_resize=16 must be >= crop_size=24"):
-    build_dataset(fx.dataset_configs(str(tmp_path), tables, min_resize=16), "validation", 2)
-  with pytest.raises(ValueError, match="num_frames is required"):
-    build_dataset(fx.dataset_configs(str(tmp_path), tables, num_frames=None), "validation", 2)
+  with pytest.raises(ValueError, match=message):
+    build_dataset(fx.dataset_configs(str(tmp_path), {"validation": "v@1"}, **overrides), split, 2)

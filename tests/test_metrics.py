@@ -70,21 +70,11 @@ def test_top1_top5_and_ties():
   assert float(out["loss"][0]) == pytest.approx(expected_loss, rel=1e-6)
 
 
-def test_accumulator_uses_sums_and_counts():
-  acc = metrics.MetricsAccumulator()
-  acc.update({"loss": (3.0, 4.0), "accuracy": (jnp.array(2.0), jnp.array(4.0))})
-  acc.update({"loss": (1.0, 2.0), "accuracy": (jnp.array(0.0), jnp.array(2.0))})
-  assert acc.compute() == pytest.approx({"loss": 4 / 6, "accuracy": 2 / 6})
-  acc.reset()
-  assert not acc
-
-
 def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   workdir = str(tmp_path / "run")
   writer = metrics.MetricWriter(workdir, is_primary=True)  # clu's asynchronous writer
   writer.write_scalars(1, {"loss": jnp.float32(2.5), "accuracy": 0.25})
   writer.write_scalars(2, {"loss": float("nan")})
-  writer.write_text(2, {"note": "hello"})
   writer.close()
   lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
   assert [json.loads(line) for line in lines] == [

@@ -59,12 +59,11 @@ def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
   os.kill(proc.pid, signal.SIGKILL)
   assert proc.wait(timeout=60) == -signal.SIGKILL
   killed_at = max(th.read_losses(workdir))
-  assert killed_at < STEPS and 4 in _complete_steps(workdir)
+  resumed = max(_complete_steps(workdir))  # Orbax's unfinished folders are not digit names
+  assert killed_at < STEPS and resumed >= 4
 
   train_procs.run(workdir, STEPS)
-  log = (tmp_path / "run.0.log").read_text()
-  resumed = max(s for s in _complete_steps(workdir) if s <= killed_at)
-  assert f"training steps {resumed} → {STEPS}" in log or f"training steps 4 → {STEPS}" in log
+  assert f"training steps {resumed} → {STEPS}" in (tmp_path / "run.0.log").read_text()
   _assert_same_losses(workdir, reference)
 
 
@@ -129,7 +128,7 @@ def test_resume_wins_over_init_from(tmp_path, reference):
   missing = str(tmp_path / "no_such_pretrained_checkpoint")
   config = th.tiny_config(num_training_steps=STEPS, **{"init_from.checkpoint_path": missing})
   shutil.copytree(reference[0] / "checkpoints", tmp_path / "run" / "checkpoints")
-  summary = train.train_and_evaluate(config, str(tmp_path / "run"), mode="train",
+  _, summary = train.train_and_evaluate(config, str(tmp_path / "run"), mode="train",
                                      data_fn=th.fake_data_fn, devices=jax.devices()[:1])
   assert summary["step"] == STEPS
   with pytest.raises(Exception, match="no_such_pretrained_checkpoint"):  # fresh folder: init_from
@@ -139,7 +138,7 @@ def test_resume_wins_over_init_from(tmp_path, reference):
 
 def test_eval_mode_uses_newest_checkpoint(tmp_path, reference):
   shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
-  summary = train.train_and_evaluate(th.tiny_config(), str(tmp_path), mode="eval",
+  _, summary = train.train_and_evaluate(th.tiny_config(), str(tmp_path), mode="eval",
                                      data_fn=th.fake_data_fn, devices=jax.devices()[:1])
   results = json.loads((tmp_path / "eval_results.json").read_text())
   assert results["step"] == STEPS and results["num_videos"] == 10 and results["num_views"] == 2
@@ -178,4 +177,4 @@ def test_eval_mode_of_released_scenic_checkpoint(tmp_path, scenic_ref):
   expected_loss = -np.mean(log_probs[np.arange(2), labels])
   assert results["top1"] == 0.5 and results["num_videos"] == 2 and results["step"] == 0
   np.testing.assert_allclose(results["loss"], expected_loss, rtol=1e-5)
-  assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+  assert list((tmp_path / "checkpoints").iterdir()) == []  # nothing saved by an evaluation

@@ -27,14 +27,14 @@ def test_data_fsdp_tensor_mesh_matches_one_device(tmp_path):
   steps = 3
   # Mixup/CutMix and label smoothing ride along: their randomness must not depend on the mesh.
   extra = {"mixup": {"alpha": 0.4, "cutmix_alpha": 1.0}, "label_smoothing": 0.1}
-  one = train.train_and_evaluate(
+  one, _ = train.train_and_evaluate(
       th.tiny_config(num_training_steps=steps, mesh=(("data", -1),), **extra),
       str(tmp_path / "one"), mode="train", data_fn=th.fake_data_fn, devices=jax.devices()[:1])
-  eight = train.train_and_evaluate(
+  eight, eight_summary = train.train_and_evaluate(
       th.tiny_config(num_training_steps=steps, mesh=(("data", 2), ("fsdp", 2), ("tensor", 2)),
                      **extra),
       str(tmp_path / "eight"), mode="train", data_fn=th.fake_data_fn)
-  assert eight["flops_per_step"] > 0  # XLA cost analysis of the step, logged at start
+  assert eight_summary["flops_per_step"] > 0  # XLA cost analysis of the step, logged at start
 
   losses_one, losses_eight = th.read_losses(tmp_path / "one"), th.read_losses(tmp_path / "eight")
   assert sorted(losses_one) == list(range(1, steps + 1))
@@ -45,7 +45,7 @@ def test_data_fsdp_tensor_mesh_matches_one_device(tmp_path):
   # Step 1 has zero logits (zero-initialised head): any smoothing gives log(C) there.
   assert all(abs(r["train_objective"] - r["train_loss"]) > 1e-4 for r in rows if r["step"] > 1)
 
-  p1, p8 = one["state"]["params"], eight["state"]["params"]
+  p1, p8 = one["params"], eight["params"]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                        rtol=1e-4, atol=1e-5), p1, p8)
   specs = sharding.shard_description(p8)
@@ -59,5 +59,5 @@ def test_data_fsdp_tensor_mesh_matches_one_device(tmp_path):
   assert {s.data.shape for s in kernel.addressable_shards} == {(8, 16)}
   assert len(kernel.sharding.device_set) == 8
   # The optimizer's momentum is laid out like its parameter.
-  mu = [x for x in jax.tree.leaves(eight["state"]["opt_state"]) if x.shape == (16, 32)]
+  mu = [x for x in jax.tree.leaves(eight["opt_state"]) if x.shape == (16, 32)]
   assert mu and all(x.sharding.spec == kernel.sharding.spec for x in mu)

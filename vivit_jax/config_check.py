@@ -11,25 +11,36 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
-from vivit_jax import evaluate, optim, schedules, sharding
+from vivit_jax import config_facts, evaluate, optim, schedules, sharding
+from vivit_jax.data import fields
 from vivit_jax.models import ATTENTION_TYPES, CLASSIFIERS, build_model
 
 MODEL_NAMES = ("vivit_classification", "vivit_multihead_classification")
 
 TOP_LEVEL_FIELDS = (
-    # Scenic's fields.
+    # Scenic's fields. experiment_name and dataset_name are labels, logged at the start.
     "experiment_name", "dataset_name", "dataset_configs", "data_dtype_str", "model_name",
     "model", "model_dtype_str", "trainer_name", "optimizer", "optimizer_configs",
     "l2_decay_factor", "max_grad_norm", "label_smoothing", "num_training_epochs",
     "num_training_steps", "batch_size", "eval_batch_size", "rng_seed", "init_from", "lr_configs",
-    "write_summary", "checkpoint", "debug_train", "debug_eval", "checkpoint_steps",
-    "log_summary_steps", "log_eval_steps", "mixup", "multicrop_clips_per_device",
-    "multicrop_softmax_logits", "steps_per_eval", "steps_per_test", "xprof",
-    "confusion_matrix_metrics",
+    "write_summary", "checkpoint", "checkpoint_steps", "log_summary_steps", "log_eval_steps",
+    "mixup", "xprof",
     # This project's.
     "mesh", "sharding_rules", "gradient_accumulation_steps", "max_checkpoints_to_keep",
     "eval_average", "eval_checkpoint_path",
 )
+# Scenic fields with no counterpart here, refused when set to anything but "off".
+REFUSED_FIELDS = {
+    "steps_per_eval": "every example of the validation split is evaluated exactly once",
+    "steps_per_test": "every example of the test split is evaluated exactly once",
+    "debug_train": "there is no debug mode; use a `:runlocal` config for a quick run",
+    "debug_eval": "there is no debug mode; use a `:runlocal` config for a quick run",
+    "multicrop_clips_per_device": "the test batch is eval_batch_size videos with all their "
+                                  "views",
+    "multicrop_softmax_logits": "use eval_average='softmax'",
+    "confusion_matrix_metrics": "no confusion matrix is computed",
+}
+TRAINER_NAMES = ("vivit_trainer",)  # the one trainer (Scenic's name for it)
 MODEL_FIELDS = (
     "hidden_size", "patches", "attention_config", "spatial_transformer", "temporal_transformer",
     "num_heads", "mlp_dim", "num_layers", "representation_size", "classifier", "dropout_rate",
@@ -137,23 +148,13 @@ def _check_model(config, num_classes: int) -> None:
 
 
 def _num_classes(config) -> int:
-  dc = config.get("dataset_configs")
-  if dc is None:
-    raise ValueError("config.dataset_configs is required (num_classes, tables, ...)")
-  num_classes = _int(dc, "num_classes", "dataset_configs.num_classes", required=True)
-  splits, names = dc.get("class_splits"), dc.get("split_names")
-  multihead = config.get("model_name") == "vivit_multihead_classification"
-  if splits is not None:
-    if not all(isinstance(c, int) and c > 0 for c in splits) or sum(splits) != num_classes:
-      _fail("dataset_configs.class_splits", list(splits),
-            f"must be positive integers summing to dataset_configs.num_classes={num_classes}")
-    if names is not None and len(names) != len(splits):
-      _fail("dataset_configs.split_names", list(names),
-            f"needs one name per class split ({len(splits)})")
-    if config.get("model_name") == "vivit_classification":
-      _fail("model_name", config.model_name, "dataset_configs.class_splits needs "
-            "'vivit_multihead_classification'")
-  elif multihead:
+  num_classes = config_facts.num_classes(config)
+  splits = config_facts.heads(config).class_splits
+  model_name = config.get("model_name")
+  if splits and model_name == "vivit_classification":
+    _fail("model_name", model_name, "dataset_configs.class_splits needs "
+          "'vivit_multihead_classification'")
+  if not splits and model_name == "vivit_multihead_classification":
     raise ValueError("config.model_name='vivit_multihead_classification' needs "
                      "dataset_configs.class_splits (e.g. [300, 97]) and split_names")
   return num_classes
@@ -161,6 +162,13 @@ def _num_classes(config) -> int:
 
 def _check_dataset(config) -> None:
   dc = config.dataset_configs
+  _check_refused("dataset_configs.", dc, fields.REFUSED_DATASET_FIELDS, off_is_fine=False)
+  _check_known("dataset_configs.", dc.keys(), fields.DATASET_CONFIG_FIELDS)
+  if dc.get("one_hot_labels") is False:
+    _fail("dataset_configs.one_hot_labels", False, "labels are always one-hot (or multi-hot) "
+          "here; set True or remove it")
+  _int(dc, "prefetch_to_device", "dataset_configs.prefetch_to_device", minimum=0)
+  config_facts.data_dtype(config)
   for key in ("tables", "examples_per_subset"):
     table = dc.get(key)
     if table is None:
@@ -177,8 +185,7 @@ def _check_dataset(config) -> None:
   for key in ("num_frames", "crop_size", "min_resize", "stride", "num_test_clips"):
     _int(dc, key, f"dataset_configs.{key}")
   if dc.get("tables") is not None:
-    from vivit_jax.data import pipeline  # local: TensorFlow loads only for real datasets
-    pipeline.ClipConfig.from_configs(dc)
+    fields.ClipConfig.from_configs(dc)
 
 
 def _check_training(config) -> None:
@@ -203,8 +210,7 @@ def _check_training(config) -> None:
   _number(config, "label_smoothing", "label_smoothing", high=1.0, high_open=True)
   for key in ("alpha", "cutmix_alpha"):
     _number(config.get("mixup"), key, f"mixup.{key}")
-  for key in ("log_summary_steps", "log_eval_steps", "checkpoint_steps", "steps_per_eval",
-              "steps_per_test", "rng_seed"):
+  for key in ("log_summary_steps", "log_eval_steps", "checkpoint_steps", "rng_seed"):
     _int(config, key, key, minimum=0)
   _int(config, "max_checkpoints_to_keep", "max_checkpoints_to_keep")
   if config.get("eval_average", "logits") not in evaluate.AVERAGES:
@@ -212,25 +218,8 @@ def _check_training(config) -> None:
 
 
 def _check_mesh(config) -> None:
-  mesh = config.get("mesh")
-  if mesh is not None:
-    try:
-      pairs = [(name, size) for name, size in mesh]
-    except (TypeError, ValueError):
-      _fail("mesh", mesh, "must be pairs (axis_name, size), e.g. (('data', -1), ('fsdp', 1))")
-    for name, size in pairs:
-      if name not in sharding.MESH_AXES:
-        _fail("mesh", mesh, f"axis {name!r} is not one of {list(sharding.MESH_AXES)}")
-      if not isinstance(size, int) or (size < 1 and size != -1):
-        _fail("mesh", mesh, f"axis {name!r} size must be a positive integer or -1")
-    names = [n for n, _ in pairs]
-    if len(set(names)) != len(names) or sum(s == -1 for _, s in pairs) > 1:
-      _fail("mesh", mesh, "each axis once, at most one size -1")
-  for rule in config.get("sharding_rules") or ():
-    targets = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
-    for target in targets:
-      if target is not None and target not in sharding.MESH_AXES:
-        _fail("sharding_rules", rule, f"mesh axes are {list(sharding.MESH_AXES)} or None")
+  sharding.mesh_shape(config.get("mesh"))
+  sharding.logical_rules(config.get("sharding_rules"))
 
 
 def _check_init_from(config) -> None:
@@ -241,20 +230,25 @@ def _check_init_from(config) -> None:
   if not init_from.get("checkpoint_path"):
     return
   from vivit_jax.checkpoints import surgery, vit  # local: only when initialising from one
-  fmt = init_from.get("checkpoint_format", "scenic")
-  # The loader also takes 'auto' and its aliases of 'vision_transformer'.
-  aliases = tuple(vit._FORMAT_ALIASES)  # pylint: disable=protected-access
-  formats = vit.CHECKPOINT_FORMATS + ("auto",) + aliases
-  if fmt not in formats:
-    _fail("init_from.checkpoint_format", fmt, formats)
+  vit.check_format(init_from.get("checkpoint_format", "scenic"))
   how = init_from.get("positional_embed_size_change", "tile")
   if how not in surgery.POSEMB_SIZE_CHANGES:
     _fail("init_from.positional_embed_size_change", how, surgery.POSEMB_SIZE_CHANGES)
 
 
+def _check_refused(prefix: str, node, refused: dict, *, off_is_fine: bool) -> None:
+  for key, why in refused.items():
+    if key in node.keys() and not (off_is_fine and not node.get(key)):
+      raise ValueError(f"config.{prefix}{key}={node.get(key)!r} is a Scenic field that "
+                       f"vivit_jax does not implement: {why}. Remove it.")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError for the first bad field found; returns None for a good config."""
-  _check_known("", config.keys(), TOP_LEVEL_FIELDS)
+  _check_refused("", config, REFUSED_FIELDS, off_is_fine=True)
+  _check_known("", [k for k in config.keys() if k not in REFUSED_FIELDS], TOP_LEVEL_FIELDS)
+  if config.get("trainer_name") not in (None,) + TRAINER_NAMES:
+    _fail("trainer_name", config.trainer_name, TRAINER_NAMES)
   if config.get("model_name") is not None and config.model_name not in MODEL_NAMES:
     _fail("model_name", config.model_name, MODEL_NAMES)
   num_classes = _num_classes(config)

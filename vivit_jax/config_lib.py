@@ -43,10 +43,7 @@ def video_dataset(name: str, num_classes: int, sizes: dict, *, tables: dict | No
       "zero_centering": True,
       "random_flip": random_flip,
       # Multi-view test: num_test_clips temporal × (3 if three_spatial_crops else 1) spatial.
-      "do_multicrop_test": True,
-      "log_test_epochs": 5,
       "num_test_clips": num_test_clips,
-      "test_batch_size": 8,
       "do_three_spatial_crops": three_spatial_crops,
       "prefetch_to_device": 2,
   })
@@ -92,9 +89,14 @@ def vivit_model(size: str, attention_type: str, *, temporal_layers: int = 4,
 
 
 def set_training(config: ml_collections.ConfigDict, *, base_learning_rate: float, epochs: float,
-                 train_size: int, label_smoothing: float | None = None,
-                 mixup_alpha: float | None = None, batch_size: int = 64) -> None:
-  """SGD with momentum 0.9, clipping at 1, cosine decay after 2.5 warmup epochs (the paper's)."""
+                 label_smoothing: float | None = None, mixup_alpha: float | None = None,
+                 batch_size: int = 64) -> None:
+  """SGD with momentum 0.9, clipping at 1, cosine decay after 2.5 warmup epochs (the paper's).
+
+  The schedule's lengths are not frozen here: warm-up is in epochs and the cosine spans the
+  run's total steps, both turned into steps when the run starts, so they follow any override
+  of `batch_size`, `num_training_epochs` or `num_training_steps`.
+  """
   config.optimizer = "momentum"
   config.optimizer_configs = ml_collections.ConfigDict({"momentum": 0.9})
   config.l2_decay_factor = 0
@@ -102,16 +104,14 @@ def set_training(config: ml_collections.ConfigDict, *, base_learning_rate: float
   config.label_smoothing = label_smoothing
   if mixup_alpha:
     config.mixup = ml_collections.ConfigDict({"alpha": mixup_alpha})
-  config.num_training_epochs = epochs
+  config.num_training_epochs = float(epochs)
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
   config.rng_seed = 0
-  steps_per_epoch = train_size // batch_size
   config.lr_configs = ml_collections.ConfigDict({
       "learning_rate_schedule": "compound",
       "factors": "constant * cosine_decay * linear_warmup",
-      "warmup_steps": int(2.5 * steps_per_epoch),
-      "steps_per_cycle": int(epochs * steps_per_epoch),
+      "warmup_epochs": 2.5,
       "base_learning_rate": base_learning_rate,
   })
 
@@ -131,20 +131,78 @@ def init_from_vit(checkpoint_path: str | None, *, size_change: str = "tile"
 
 def set_run_fields(config: ml_collections.ConfigDict, *, checkpoint_steps: int = 1000,
                    log_summary_steps: int = 100, log_eval_steps: int | None = None) -> None:
-  """Logging, checkpointing and the device mesh (pure data parallelism by default)."""
+  """Run length, logging, checkpointing and the device mesh (pure data parallelism)."""
+  set_run_length(config, epochs=config.get("num_training_epochs"),
+                 steps=config.get("num_training_steps"))
   config.write_summary = True
   config.checkpoint = True
   config.checkpoint_steps = checkpoint_steps
   config.max_checkpoints_to_keep = 3
   config.log_summary_steps = log_summary_steps
   config.log_eval_steps = log_eval_steps
+  config.xprof = False
   config.mesh = (("data", -1), ("fsdp", 1), ("tensor", 1))
   config.model_dtype_str = "float32"
   config.data_dtype_str = "float32"
   # Trainer options beyond Scenic's; present (typed, unset) so `--config.x=...` can set them.
   config.eval_average = "logits"
   config.gradient_accumulation_steps = 1
-  config.eval_checkpoint_path = ml_collections.config_dict.placeholder(str)
+  config.eval_checkpoint_path = placeholder(str)
+
+
+def set_run_length(config: ml_collections.ConfigDict, *, epochs: float | None = None,
+                   steps: int | None = None) -> None:
+  """`num_training_epochs` (float) and `num_training_steps` (int), both present and typed.
+
+  Both exist on every config so that either can be set from the command line
+  (`resolve_overrides` lets the one given there win over the file's); the unset one is a
+  typed placeholder, not None, which the command line could not override.
+  """
+  for key, kind, value in (("num_training_epochs", float, epochs),
+                           ("num_training_steps", int, steps)):
+    if key in config:
+      del config[key]  # a field keeps its first type: 8 would refuse 0.5 later
+    config[key] = placeholder(kind) if value is None else kind(value)
+
+
+def placeholder(kind: type):
+  """An unset field of type `kind` that `--config.<field>=...` can still set."""
+  return ml_collections.config_dict.placeholder(kind)
+
+
+# Values that mean "unset" for a path field on the command line (`--config.x.checkpoint_path=None`).
+UNSET = ("", "None", "none")
+PATH_SUFFIXES = ("_path", "_dir", "_file")
+
+
+def resolve_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+  """Applies the command line's conventions to a config after `--config.*` overrides.
+
+  Args:
+    config: the parsed config (changed in place).
+    overrides: `{dotted.field: value}` given on the command line
+      (`ml_collections.config_flags.get_override_values`).
+
+  - A path field (`*_path`, `*_dir`, `*_file`) given as `None`, `none` or an empty value is
+    unset.
+  - A run length given on the command line wins over the other one from the config file:
+    `--config.num_training_steps=60` on an epoch-based config trains 60 steps.
+  """
+  for field, value in overrides.items():
+    if field.endswith(PATH_SUFFIXES) and isinstance(value, str) and value.strip() in UNSET:
+      *parents, leaf = field.split(".")
+      node = config
+      for name in parents:
+        node = node[name]
+      node[leaf] = None
+  lengths = [f for f in ("num_training_steps", "num_training_epochs") if f in overrides]
+  if len(lengths) == 2:
+    raise ValueError("--config.num_training_steps and --config.num_training_epochs are both "
+                     "given; give one (the run length)")
+  if lengths:
+    other = ("num_training_epochs" if lengths[0] == "num_training_steps"
+             else "num_training_steps")
+    config[other] = None
 
 
 def synthetic_dataset() -> ml_collections.ConfigDict:
@@ -188,14 +246,13 @@ def runlocal(config: ml_collections.ConfigDict, *, steps: int = 10
     model.update(small)
 
   config.init_from = ml_collections.ConfigDict()
-  config.num_training_steps = steps
-  config.num_training_epochs = None
+  set_run_length(config, steps=steps)
   config.batch_size = config.eval_batch_size = 8
   lr = config.lr_configs
-  if lr.get("warmup_steps"):
+  if lr.get("warmup_steps") or lr.get("warmup_epochs"):
+    lr.warmup_epochs = None
     lr.warmup_steps = 2
-  if lr.get("steps_per_cycle"):
-    lr.steps_per_cycle = steps
+  lr.steps_per_cycle = None  # the run's steps
   config.checkpoint_steps = steps
   config.log_summary_steps = 2
   config.log_eval_steps = steps

@@ -1,4 +1,4 @@
-"""Training loss and metrics (pure jax, jittable), their accumulation with clu, and logging.
+"""Training loss and metrics (pure jax, jittable), and the metrics files of a run.
 
 Labels are one-hot (or soft, e.g. after mixup) `[b, C]`, as Scenic's `one_hot_labels=True`;
 integer labels `[b]` (or `[b, n_splits]` for multi-head) are accepted and one-hot encoded.
@@ -13,8 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import metric_writers
-from clu import metrics as clu_metrics
 
 from vivit_jax.models import split_logits
 
@@ -118,28 +116,6 @@ def train_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array | Non
   return out
 
 
-class MetricsAccumulator:
-  """Sums `train_metrics` outputs over steps with `clu.metrics.Average`; `.compute()` → floats."""
-
-  def __init__(self):
-    self._averages: dict[str, clu_metrics.Average] = {}
-
-  def update(self, sums: Mapping[str, tuple]) -> None:
-    for name, (total, count) in sums.items():
-      new = clu_metrics.Average(total=jnp.asarray(total, jnp.float32),
-                                count=jnp.asarray(count, jnp.float32))
-      self._averages[name] = self._averages[name].merge(new) if name in self._averages else new
-
-  def compute(self) -> dict[str, float]:
-    return {name: float(avg.compute()) for name, avg in self._averages.items()}
-
-  def reset(self) -> None:
-    self._averages = {}
-
-  def __bool__(self) -> bool:
-    return bool(self._averages)
-
-
 def _json_value(value) -> float | None:
   value = float(np.asarray(value))
   return value if np.isfinite(value) else None  # strict JSON has no NaN / Infinity
@@ -161,22 +137,29 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 class MetricWriter:
-  """clu writers (TensorBoard events in the workdir + absl console log) and `metrics.jsonl`.
+  """TensorBoard events (clu's SummaryWriter) in the workdir and `WORKDIR/metrics.jsonl`.
 
-  Only the primary process (process 0) writes; elsewhere every method is a no-op. Each
-  `write_scalars` call appends one JSON object `{"step": s, name: value, ...}` to
-  `WORKDIR/metrics.jsonl` (non-finite values as null). After a resume from step s, call
-  `drop_after(s)` so steps replayed after a crash appear once.
+  Only the primary process (process 0) writes; elsewhere, and with `write_summary=False`
+  (Scenic's switch), every method is a no-op. The console line per logged step is the
+  trainer's own (one line per step, not one per writer). Each `write_scalars` call appends one
+  JSON object `{"step": s, name: value, ...}` to `metrics.jsonl` (non-finite values as null).
+  After a resume from step s, call `drop_after(s)` so steps replayed after a crash appear once.
   """
 
-  def __init__(self, workdir: str, *, is_primary: bool, asynchronous: bool = True):
-    self.is_primary = is_primary
+  def __init__(self, workdir: str, *, is_primary: bool, write_summary: bool = True,
+               asynchronous: bool = True):
+    self.is_primary = is_primary and write_summary
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._writer = None
-    if is_primary:
+    if self.is_primary:
       os.makedirs(workdir, exist_ok=True)
-      self._writer = metric_writers.create_default_writer(workdir, asynchronous=asynchronous)
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      writers = [metric_writers.SummaryWriter(workdir)]
+      self._writer = (metric_writers.AsyncMultiWriter(writers) if asynchronous
+                      else metric_writers.MultiWriter(writers))
       self._rewrite(lambda record: True)  # repairs a line torn by a crash, if any
+    elif is_primary:
+      logging.info("config.write_summary=False: no TensorBoard files, no metrics.jsonl")
 
   def _rewrite(self, keep) -> None:
     if not os.path.exists(self._path):
@@ -205,14 +188,6 @@ class MetricWriter:
     record = {"step": int(step), **{k: _json_value(v) for k, v in values.items()}}
     with open(self._path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
-
-  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
-    if self.is_primary:
-      self._writer.write_texts(int(step), dict(texts))
-
-  def flush(self) -> None:
-    if self.is_primary:
-      self._writer.flush()
 
   def close(self) -> None:
     if self.is_primary and self._writer is not None:

@@ -10,7 +10,8 @@ With the defaults, `data` and `fsdp` split the batch, `fsdp` additionally splits
 parameter along its `embed` axis (ZeRO-3 style) and `tensor` splits MLP hiddens and
 attention heads (Megatron style). One device gives a 1x1x1 mesh and the same code path.
 """
-from typing import Any, Iterable, Mapping, Sequence
+import collections
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,6 +40,48 @@ DEFAULT_RULES = (
 )
 
 
+def mesh_shape(mesh_config: Sequence[tuple[str, int]] | None,
+               num_devices: int | None = None) -> tuple[int, ...]:
+  """Checks `config.mesh` and returns the sizes of `MESH_AXES` for `num_devices`.
+
+  Without `num_devices` only the form is checked (names, sizes, at most one -1), and a -1
+  axis is returned as -1: the config checker calls this before any device exists.
+  """
+  try:
+    mesh_config = tuple((name, size) for name, size in (mesh_config or DEFAULT_MESH))
+  except (TypeError, ValueError):
+    raise ValueError(f"config.mesh={mesh_config!r}: must be pairs (axis_name, size), e.g. "
+                     "(('data', -1), ('fsdp', 1))") from None
+  names = [name for name, _ in mesh_config]
+  for name in names:
+    if name not in MESH_AXES:
+      raise ValueError(f"config.mesh={mesh_config}: unknown axis {name!r}; valid axes: "
+                       f"{list(MESH_AXES)}")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.mesh={mesh_config}: an axis is named twice")
+  sizes = dict(mesh_config)
+  for name in MESH_AXES:
+    sizes.setdefault(name, 1)
+  free = [n for n, s in sizes.items() if s == -1]
+  if len(free) > 1 or any(isinstance(s, bool) or not isinstance(s, int) or s == 0 or s < -1
+                          for s in sizes.values()):
+    raise ValueError(f"config.mesh={mesh_config}: sizes must be positive integers, with at "
+                     "most one size -1")
+  if num_devices is None:
+    return tuple(sizes[n] for n in MESH_AXES)
+  fixed = int(np.prod([s for s in sizes.values() if s != -1]))
+  if free:
+    if num_devices % fixed:
+      raise ValueError(f"config.mesh={mesh_config}: {num_devices} devices are not divisible "
+                       f"by the fixed axes' product {fixed}")
+    sizes[free[0]] = num_devices // fixed
+  shape = tuple(sizes[n] for n in MESH_AXES)
+  if int(np.prod(shape)) != num_devices:
+    raise ValueError(f"config.mesh={mesh_config} needs {int(np.prod(shape))} devices; "
+                     f"{num_devices} are available (use -1 for one axis to fill them)")
+  return shape
+
+
 def make_mesh(mesh_config: Sequence[tuple[str, int]] | None = None,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A mesh over `devices` (default: all devices of all processes).
@@ -52,29 +95,7 @@ def make_mesh(mesh_config: Sequence[tuple[str, int]] | None = None,
     ValueError: naming `config.mesh` when the names or sizes do not fit the device count.
   """
   devices = list(jax.devices() if devices is None else devices)
-  mesh_config = tuple(tuple(a) for a in (mesh_config or DEFAULT_MESH))
-  names = [name for name, _ in mesh_config]
-  for name in names:
-    if name not in MESH_AXES:
-      raise ValueError(f"config.mesh: unknown axis {name!r}; valid axes: {list(MESH_AXES)}")
-  if len(set(names)) != len(names):
-    raise ValueError(f"config.mesh={mesh_config}: an axis is named twice")
-  sizes = {name: int(size) for name, size in mesh_config}
-  for name in MESH_AXES:
-    sizes.setdefault(name, 1)
-  free = [n for n, s in sizes.items() if s == -1]
-  if len(free) > 1 or any(s == 0 or s < -1 for s in sizes.values()):
-    raise ValueError(f"config.mesh={mesh_config}: sizes must be positive, with at most one -1")
-  fixed = int(np.prod([s for s in sizes.values() if s != -1]))
-  if free:
-    if len(devices) % fixed:
-      raise ValueError(f"config.mesh={mesh_config}: {len(devices)} devices are not divisible "
-                       f"by the fixed axes' product {fixed}")
-    sizes[free[0]] = len(devices) // fixed
-  shape = tuple(sizes[n] for n in MESH_AXES)
-  if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"config.mesh={mesh_config} needs {int(np.prod(shape))} devices; "
-                     f"{len(devices)} are available (use -1 for one axis to fill them)")
+  shape = mesh_shape(mesh_config, len(devices))
   if len(devices) == len(jax.devices()):
     # Lays the axes out along the physical topology (ICI rings on TPU; host-major across hosts).
     device_array = mesh_utils.create_device_mesh(shape, devices)
@@ -179,6 +200,27 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     out[key] = jax.make_array_from_process_local_data(
         batch_sharding(mesh, local.ndim), local, shape)
   return out
+
+
+def prefetch_to_device(local_batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
+                       size: int, dtypes: Mapping[str, Any]) -> Iterator[dict[str, jax.Array]]:
+  """Global batches from local ones, with `size` of them already sent to the devices.
+
+  `dataset_configs.prefetch_to_device`: the copy of batch n + 1 .. n + size to the devices
+  runs while step n computes (device_put is asynchronous), so the step rarely waits on one.
+  `size=0` sends each batch when it is asked for. Keys missing from `dtypes` are dropped.
+  """
+  def put(local):
+    return global_batch({k: np.asarray(local[k], dtype) for k, dtype in dtypes.items()}, mesh)
+
+  queue = collections.deque()
+  batches = iter(local_batches)
+  for local in batches:
+    queue.append(put(local))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def shard_description(tree: Any) -> dict[str, str]:

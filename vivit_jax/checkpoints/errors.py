@@ -1,11 +1,12 @@
 """Errors raised when a checkpoint cannot be read or does not fit a model."""
+from vivit_jax.errors import UserInputError
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserInputError):
   """The file is missing, truncated, or not a checkpoint of the expected kind."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserInputError):
   """Names or shapes of a checkpoint do not fit the model; lists every problem at once.
 
   Attributes:

@@ -152,56 +152,65 @@ def hf_config_to_model_config(hf: Mapping[str, Any], *, allow_gelu_mismatch: boo
   ))
 
 
-def _linear_in_out(w: np.ndarray) -> np.ndarray:
-  return np.ascontiguousarray(w.T)
+def _weight_table(num_layers: int, d: int, heads: int) -> list[tuple]:
+  """Every tensor of a Model 1: `(hf name, our flat name, hf → ours, ours → hf)`.
+
+  The one mapping both directions use. HF Linear weights are `[out, in]`, ours `[in, out]`;
+  HF's q/k/v/o are `heads*head_dim` wide, ours `[d, heads, head_dim]`; HF's Conv3d weight is
+  `[d, c, ft, fh, fw]`, ours `[ft, fh, fw, c, d]`.
+  """
+  hd = d // heads
+  same = (lambda x: x, lambda x: x)
+  linear = (lambda w: w.T, lambda k: k.T)
+  rows = [
+      ("vivit.embeddings.cls_token", "cls", *same),
+      ("vivit.embeddings.position_embeddings", "Transformer/posembed_input/pos_embedding", *same),
+      ("vivit.embeddings.patch_embeddings.projection.weight", "embedding/kernel",
+       lambda w: w.transpose(2, 3, 4, 1, 0), lambda k: k.transpose(4, 3, 0, 1, 2)),
+      ("vivit.embeddings.patch_embeddings.projection.bias", "embedding/bias", *same),
+      ("vivit.layernorm.weight", "Transformer/encoder_norm/scale", *same),
+      ("vivit.layernorm.bias", "Transformer/encoder_norm/bias", *same),
+      ("classifier.weight", "output_projection/kernel", *linear),
+      ("classifier.bias", "output_projection/bias", *same),
+  ]
+  for i in range(num_layers):
+    hf, ours = _LAYER.format(i=i), f"Transformer/encoderblock_{i}/"
+    attn = ours + "MultiHeadDotProductAttention_0/"
+    for hf_ln, our_ln in (("layernorm_before", "LayerNorm_0"), ("layernorm_after", "LayerNorm_1")):
+      rows.append((f"{hf}{hf_ln}.weight", f"{ours}{our_ln}/scale", *same))
+      rows.append((f"{hf}{hf_ln}.bias", f"{ours}{our_ln}/bias", *same))
+    for name in ("query", "key", "value"):
+      rows.append((f"{hf}attention.{name[0]}_proj.weight", f"{attn}{name}/kernel",
+                   lambda w: w.T.reshape(d, heads, hd), lambda k: k.reshape(k.shape[0], -1).T))
+      rows.append((f"{hf}attention.{name[0]}_proj.bias", f"{attn}{name}/bias",
+                   lambda b: b.reshape(heads, hd), lambda b: b.reshape(-1)))
+    rows.append((f"{hf}attention.o_proj.weight", f"{attn}out/kernel",
+                 lambda w: w.T.reshape(heads, hd, d), lambda k: k.reshape(-1, k.shape[-1]).T))
+    rows.append((f"{hf}attention.o_proj.bias", f"{attn}out/bias", *same))
+    for j, fc in enumerate(("fc1", "fc2")):
+      rows.append((f"{hf}mlp.{fc}.weight", f"{ours}MlpBlock_0/Dense_{j}/kernel", *linear))
+      rows.append((f"{hf}mlp.{fc}.bias", f"{ours}MlpBlock_0/Dense_{j}/bias", *same))
+  return rows
 
 
 def state_dict_to_params(sd: Mapping[str, np.ndarray], mc: ml_collections.ConfigDict,
                          source: str) -> dict[str, Any]:
-  """HF tensors → our flat → nested params (every HF tensor must be used)."""
+  """HF tensors → our nested params (every HF tensor must be used)."""
   sd = {_modernise(k): v for k, v in sd.items()}
   sd = {k: v for k, v in sd.items() if not k.startswith("vivit.pooler.")}  # unused by the classifier
-  d, heads = mc.hidden_size, mc.num_heads
-  hd = d // heads
-  used, flat = set(), {}
-
-  def take(name):
-    if name not in sd:
-      raise CheckpointFormatError(f"{source}: missing tensor {name!r}")
-    used.add(name)
-    return sd[name]
-
-  flat["cls"] = take("vivit.embeddings.cls_token")
-  flat["Transformer/posembed_input/pos_embedding"] = take("vivit.embeddings.position_embeddings")
-  conv = take("vivit.embeddings.patch_embeddings.projection.weight")  # [d, c, ft, fh, fw]
-  flat["embedding/kernel"] = np.ascontiguousarray(conv.transpose(2, 3, 4, 1, 0))
-  flat["embedding/bias"] = take("vivit.embeddings.patch_embeddings.projection.bias")
-  for i in range(mc.num_layers):
-    hf_l, ours = _LAYER.format(i=i), f"Transformer/encoderblock_{i}/"
-    for hf_ln, our_ln in (("layernorm_before", "LayerNorm_0"), ("layernorm_after", "LayerNorm_1")):
-      flat[ours + our_ln + "/scale"] = take(hf_l + hf_ln + ".weight")
-      flat[ours + our_ln + "/bias"] = take(hf_l + hf_ln + ".bias")
-    attn = ours + "MultiHeadDotProductAttention_0/"
-    for name in ("query", "key", "value"):
-      proj = hf_l + f"attention.{name[0]}_proj."
-      flat[attn + name + "/kernel"] = _linear_in_out(take(proj + "weight")).reshape(d, heads, hd)
-      flat[attn + name + "/bias"] = take(proj + "bias").reshape(heads, hd)
-    flat[attn + "out/kernel"] = _linear_in_out(take(hf_l + "attention.o_proj.weight")).reshape(
-        heads, hd, d)
-    flat[attn + "out/bias"] = take(hf_l + "attention.o_proj.bias")
-    for j, fc in enumerate(("fc1", "fc2")):
-      flat[ours + f"MlpBlock_0/Dense_{j}/kernel"] = _linear_in_out(take(hf_l + f"mlp.{fc}.weight"))
-      flat[ours + f"MlpBlock_0/Dense_{j}/bias"] = take(hf_l + f"mlp.{fc}.bias")
-  flat["Transformer/encoder_norm/scale"] = take("vivit.layernorm.weight")
-  flat["Transformer/encoder_norm/bias"] = take("vivit.layernorm.bias")
-  flat["output_projection/kernel"] = _linear_in_out(take("classifier.weight"))
-  flat["output_projection/bias"] = take("classifier.bias")
-  unused = sorted(set(sd) - used)
+  table = _weight_table(mc.num_layers, mc.hidden_size, mc.num_heads)
+  missing = [hf for hf, *_ in table if hf not in sd]
+  if missing:
+    raise CheckpointFormatError(f"{source}: missing tensor {missing[0]!r}"
+                                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+  flat = {ours: np.ascontiguousarray(to_ours(sd[hf]), dtype=np.float32)
+          for hf, ours, to_ours, _ in table}
+  unused = sorted(set(sd) - {hf for hf, *_ in table})
   if unused:
     raise CheckpointMismatchError(source, unused=unused,
                                   note="(tensors that a ViViT Model 1 with this config has no "
                                        "place for: more layers than config.num_hidden_layers?)")
-  return unflatten({k: np.asarray(v, dtype=np.float32) for k, v in flat.items()})
+  return unflatten(flat)
 
 
 def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
@@ -255,35 +264,9 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
 def params_to_state_dict(params: Mapping[str, Any], num_layers: int) -> dict[str, np.ndarray]:
   """Our Model 1 params → HF tensors (current transformers names)."""
   flat = {k: np.asarray(v, dtype=np.float32) for k, v in unboxed_flat(params).items()}
-  sd = {
-      "vivit.embeddings.cls_token": flat["cls"],
-      "vivit.embeddings.position_embeddings": flat["Transformer/posembed_input/pos_embedding"],
-      "vivit.embeddings.patch_embeddings.projection.weight":
-          flat["embedding/kernel"].transpose(4, 3, 0, 1, 2),
-      "vivit.embeddings.patch_embeddings.projection.bias": flat["embedding/bias"],
-      "vivit.layernorm.weight": flat["Transformer/encoder_norm/scale"],
-      "vivit.layernorm.bias": flat["Transformer/encoder_norm/bias"],
-      "classifier.weight": flat["output_projection/kernel"].T,
-      "classifier.bias": flat["output_projection/bias"],
-  }
-  for i in range(num_layers):
-    hf_l, ours = _LAYER.format(i=i), f"Transformer/encoderblock_{i}/"
-    sd[hf_l + "layernorm_before.weight"] = flat[ours + "LayerNorm_0/scale"]
-    sd[hf_l + "layernorm_before.bias"] = flat[ours + "LayerNorm_0/bias"]
-    sd[hf_l + "layernorm_after.weight"] = flat[ours + "LayerNorm_1/scale"]
-    sd[hf_l + "layernorm_after.bias"] = flat[ours + "LayerNorm_1/bias"]
-    attn = ours + "MultiHeadDotProductAttention_0/"
-    for name in ("query", "key", "value"):
-      k = flat[attn + name + "/kernel"]
-      sd[hf_l + f"attention.{name[0]}_proj.weight"] = k.reshape(k.shape[0], -1).T
-      sd[hf_l + f"attention.{name[0]}_proj.bias"] = flat[attn + name + "/bias"].reshape(-1)
-    o = flat[attn + "out/kernel"]
-    sd[hf_l + "attention.o_proj.weight"] = o.reshape(-1, o.shape[-1]).T
-    sd[hf_l + "attention.o_proj.bias"] = flat[attn + "out/bias"]
-    for j, fc in enumerate(("fc1", "fc2")):
-      sd[hf_l + f"mlp.{fc}.weight"] = flat[ours + f"MlpBlock_0/Dense_{j}/kernel"].T
-      sd[hf_l + f"mlp.{fc}.bias"] = flat[ours + f"MlpBlock_0/Dense_{j}/bias"]
-  return {k: np.ascontiguousarray(v) for k, v in sd.items()}
+  d, heads, _ = flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"].shape
+  return {hf: np.ascontiguousarray(to_hf(flat[ours]))
+          for hf, ours, _, to_hf in _weight_table(num_layers, d, heads)}
 
 
 def _video_size(config, num_frames, image_size) -> tuple[int, int, int]:

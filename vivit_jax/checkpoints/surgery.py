@@ -43,12 +43,11 @@ import scipy.ndimage
 from vivit_jax.checkpoints.errors import CheckpointMismatchError
 from vivit_jax.checkpoints.tree import dtype_of, flatten, replace_values, shape_of, unboxed_flat
 from vivit_jax.checkpoints.vit import check_format, load_pretrained_params
+from vivit_jax.models.embed import TUBELET_INITIALIZERS
 
 log = logging.getLogger(__name__)
 
 POSEMB_SIZE_CHANGES = ("resize", "tile", "resize_tile")
-INFLATIONS = ("central_frame_initializer", "average_frame_initializer",
-              "average_arp_frame_initializer")
 _TRANSFORMERS = ("Transformer", "SpatialTransformer", "TemporalTransformer")
 
 
@@ -146,7 +145,7 @@ def inflate_kernel(kernel_2d: np.ndarray, ft: int, method: str | None) -> np.nda
     return tiled * (average_arp_weights(ft) / ft).reshape(ft, 1, 1, 1, 1)
   raise ValueError(
       f"model.temporal_encoding_config.kernel_init_method={method!r} cannot inflate a 2D ViT "
-      f"patch kernel {kernel_2d.shape} to a tubelet; valid: {list(INFLATIONS)}")
+      f"patch kernel {kernel_2d.shape} to a tubelet; valid: {list(TUBELET_INITIALIZERS)}")
 
 
 # ----------------------------------------------------------------------------- the transfer

@@ -112,8 +112,8 @@ def check_format(checkpoint_format: str) -> None:
   """Validates `init_from.checkpoint_format` (the file's content decides how it is read)."""
   fmt = _FORMAT_ALIASES.get(checkpoint_format, checkpoint_format)
   if fmt not in CHECKPOINT_FORMATS + ("auto",):
-    raise ValueError(f"init_from.checkpoint_format={checkpoint_format!r}; valid: "
-                     f"{list(CHECKPOINT_FORMATS) + ['auto', 'augreg']}")
+    raise ValueError(f"config.init_from.checkpoint_format={checkpoint_format!r}; valid: "
+                     f"{list(CHECKPOINT_FORMATS) + ['auto'] + list(_FORMAT_ALIASES)}")
 
 
 def load_pretrained_params(path: str, require_vit: bool = False) -> dict[str, Any]:

@@ -27,16 +27,16 @@ file) are logged with the file, the record number and the key, counted in `datas
 replaced by a masked (batch_mask 0) zero clip, which keeps the step → examples map of training intact.
 """
 import atexit
-import dataclasses
 import itertools
 import weakref
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
 from vivit_jax.data import augment
+from vivit_jax.data.fields import ClipConfig
 from vivit_jax.data import randaugment
 from vivit_jax.data import sampling
 from vivit_jax.data import tfrecord
@@ -53,78 +53,6 @@ SPLITS = ("train", "validation", "test")
 # their generator after the interpreter state is gone and prints an error.
 _LIVE_ITERATORS = weakref.WeakSet()
 atexit.register(lambda: [it.close() for it in list(_LIVE_ITERATORS)])
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipConfig:
-  """The `dataset_configs` fields the per-clip processing reads (see docs/data.md)."""
-  num_classes: int
-  class_splits: Optional[tuple[int, ...]]
-  label_keys: tuple[str, ...]
-  num_frames: int
-  stride: int
-  test_stride: int
-  min_resize: int
-  crop_size: int
-  zero_centering: bool
-  num_test_clips: int
-  do_three_spatial_crops: bool
-  random_flip: bool
-  decode_all_frames: bool
-  aug: dict
-
-  @property
-  def num_views(self) -> int:
-    return self.num_test_clips * (3 if self.do_three_spatial_crops else 1)
-
-  @classmethod
-  def from_configs(cls, dc) -> "ClipConfig":
-    """Reads and checks `dataset_configs`; errors name the field and the valid values."""
-
-    def need(key):
-      if dc.get(key) is None:
-        raise ValueError(f"dataset_configs.{key} is required")
-      return dc.get(key)
-
-    def positive(key, default=None):
-      value = need(key) if default is None else dc.get(key)
-      value = default if value is None else value
-      if not isinstance(value, (int, float)) or int(value) != value or value < 1:
-        raise ValueError(f"dataset_configs.{key}={value!r} must be a positive integer")
-      return int(value)
-
-    class_splits = dc.get("class_splits")
-    num_classes = positive("num_classes")
-    if class_splits is not None:
-      class_splits = tuple(int(c) for c in class_splits)
-      if sum(class_splits) != num_classes:
-        raise ValueError(f"dataset_configs.class_splits={list(class_splits)} must sum to "
-                         f"num_classes={num_classes}")
-    label_keys = dc.get("label_keys") or (tfrecord.LABEL_KEY,)
-    label_keys = (label_keys,) if isinstance(label_keys, str) else tuple(label_keys)
-    crop_size = positive("crop_size")
-    min_resize = positive("min_resize", crop_size)
-    if min_resize < crop_size:
-      raise ValueError(f"dataset_configs.min_resize={min_resize} must be >= crop_size={crop_size}")
-    aug = dict(dc.get("augmentation_params") or {})
-    known = {"do_jitter_scale", "scale_min_factor", "scale_max_factor", "prob_scale_jitter",
-             "do_color_augment", "prob_color_augment", "prob_color_drop", "do_rand_augment",
-             "rand_augment_num_layers", "rand_augment_magnitude", "do_random_erasing",
-             "prob_random_erasing"}
-    unknown = sorted(set(aug) - known)
-    if unknown:
-      raise ValueError(f"dataset_configs.augmentation_params has unknown keys {unknown}; "
-                       f"valid keys: {sorted(known)}")
-    stride = positive("stride", 1)
-    return cls(
-        num_classes=num_classes, class_splits=class_splits, label_keys=label_keys,
-        num_frames=positive("num_frames"), stride=stride,
-        test_stride=positive("test_stride", stride), min_resize=min_resize, crop_size=crop_size,
-        zero_centering=bool(dc.get("zero_centering", True)),
-        num_test_clips=positive("num_test_clips", 1),
-        do_three_spatial_crops=bool(dc.get("do_three_spatial_crops", False)),
-        random_flip=bool(dc.get("random_flip", True)),
-        decode_all_frames=bool(dc.get("decode_all_frames", False)), aug=aug)
 
 
 def _decode(jpegs: tf.Tensor) -> tf.Tensor:

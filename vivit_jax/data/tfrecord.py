@@ -23,8 +23,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from vivit_jax.data.fields import LABEL_KEY  # pylint: disable=unused-import  (re-exported)
+
 FRAMES_KEY = "image/encoded"
-LABEL_KEY = "clip/label/index"
 LABEL_TEXT_KEYS = ("clip/label/text", "clip/label/string")
 FILENAME_KEY = "video/filename"
 _HEADER_BYTES = 12  # uint64 length + uint32 masked crc of the length.

@@ -37,9 +37,14 @@ def average_frame_initializer():
   return init
 
 
+# The one list of `model.temporal_encoding_config.kernel_init_method` values: how a fresh
+# tubelet kernel is drawn. The same names choose how init-from inflates a 2D ViT kernel
+# (`checkpoints.surgery.inflate_kernel`). Approximate rank pooling only has a meaning for an
+# inflated pretrained kernel; a fresh model draws the default kernel, as Scenic does.
 TUBELET_INITIALIZERS = {
     "central_frame_initializer": central_frame_initializer,
     "average_frame_initializer": average_frame_initializer,
+    "average_arp_frame_initializer": lambda: _default_kernel_init,
 }
 
 

@@ -140,11 +140,14 @@ class FactorizedEncoderViViT(_EncoderConfig):
     return self._head(x, return_prelogits)
 
 
-def _dtype(name: str):
-  valid = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-  if name not in valid:
-    raise ValueError(f"model_dtype_str={name!r}; valid: {sorted(valid)}")
-  return valid[name]
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_named(name: str, field: str = "model_dtype_str"):
+  """The jnp dtype of a config dtype name (`model_dtype_str`, `data_dtype_str`)."""
+  if name not in DTYPES:
+    raise ValueError(f"config.{field}={name!r}; valid: {sorted(DTYPES)}")
+  return DTYPES[name]
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
@@ -188,7 +191,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
       stochastic_droplayer_rate=mc.get("stochastic_droplayer_rate", 0.0),
       attention_implementation=impl,
       remat=mc.get("remat", False),
-      dtype=_dtype(dtype or mc.get("model_dtype_str", "float32")),
+      dtype=dtype_named(dtype or mc.get("model_dtype_str", "float32")),
   )
   if kind == "factorized_encoder":
     for part in ("spatial_transformer", "temporal_transformer"):

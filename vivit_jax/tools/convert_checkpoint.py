@@ -46,31 +46,23 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 
 
 def _num_classes(config, params=None) -> int:
-  ds = config.get("dataset_configs", {})
-  if ds.get("class_splits"):
-    return int(sum(ds.class_splits))
-  if ds.get("num_classes") is not None:
-    return int(ds.num_classes)
-  if params is not None and "output_projection" in params:
+  """The config's output width; a config without one takes the checkpoint's head."""
+  from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
+  ds = config.get("dataset_configs") or {}
+  if ds.get("num_classes") is None and not ds.get("class_splits") and params is not None \
+      and "output_projection" in params:
     return int(params["output_projection"]["bias"].shape[0])
-  raise ValueError("--config needs dataset_configs.num_classes")
+  return config_facts.num_classes(config)
 
 
 def model_params(config, num_classes: int, *, shapes_only: bool):
   """Fresh parameters of the config's model (or just their shapes), unboxed."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax.core import meta  # pylint: disable=g-import-not-at-top
+  from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
   from vivit_jax.models import build_model  # pylint: disable=g-import-not-at-top
-  ds = config.get("dataset_configs", {})
-  frames, crop = ds.get("num_frames"), ds.get("crop_size")
-  if frames is None or crop is None:
-    raise ValueError("--config needs dataset_configs.num_frames and dataset_configs.crop_size "
-                     "(they fix the number of tokens)")
-  h, w = (crop, crop) if isinstance(crop, int) else tuple(crop)
   model = build_model(config.model, num_classes, dtype=config.get("model_dtype_str"))
-  video = jnp.zeros((1, frames, h, w, 3), jnp.float32)
-  init = lambda rng: model.init(rng, video, train=False)["params"]  # noqa: E731
+  init = config_facts.init_fn(model, config_facts.input_shape(config))
   rng = jax.random.PRNGKey(int(config.get("rng_seed", 0)))
   tree = jax.eval_shape(init, rng) if shapes_only else jax.jit(init)(rng)
   return meta.unbox(tree)
