@@ -46,7 +46,7 @@ def test_runlocal_end_to_end(tmp_path):
 def test_bad_override_names_field_and_values(tmp_path):
   out = _main(tmp_path, f"--config={CONFIG}:runlocal", f"--workdir={tmp_path / 'r'}",
               "--config.optimizer=adamm")
-  assert out.returncode != 0
+  assert out.returncode == 2
   assert "optimizer" in out.stderr and "adamw" in out.stderr and "momentum" in out.stderr
 
 
@@ -54,5 +54,5 @@ def test_eval_mode_flag_reaches_scenic_loader(tmp_path):
   missing = tmp_path / "no_such_checkpoint"
   out = _main(tmp_path, f"--config={CONFIG}:runlocal", "--workdir=ev", "--mode=eval",
               f"--config.eval_checkpoint_path={missing}", *SMALL_SET)
-  assert out.returncode != 0
-  assert f"Scenic checkpoint not found: {missing}" in out.stderr
+  assert out.returncode == 2
+  assert f"config.eval_checkpoint_path: {missing} does not exist" in out.stderr
