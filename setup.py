@@ -25,6 +25,8 @@ setuptools.setup(
         "msgpack>=1.0",
         "etils[epath]>=1.7",
         "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9",  # dataset_configs.tfds_name (data/tfds_source.py)
+        "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "av>=12",
         "tqdm>=4.60",
     ],

@@ -176,7 +176,10 @@ def _check_dataset(config) -> None:
     _fail("dataset_configs.base_dir", dc.base_dir, "must be a path string")
   for key in ("num_frames", "crop_size", "min_resize", "stride", "num_test_clips"):
     _int(dc, key, f"dataset_configs.{key}")
-  if dc.get("tables") is not None:
+  if dc.get("tfds_name") is not None:
+    from vivit_jax.data import tfds_source  # local: TFDS loads only for TFDS datasets
+    tfds_source.check_configs(dc)
+  if dc.get("tables") is not None or dc.get("tfds_name") is not None:
     from vivit_jax.data import pipeline  # local: TensorFlow loads only for real datasets
     pipeline.ClipConfig.from_configs(dc)
 
