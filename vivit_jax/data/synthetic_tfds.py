@@ -100,7 +100,11 @@ def marker_dir(dataset_configs) -> str:
 
 def dataset_configs(data_dir: str) -> ml_collections.ConfigDict:
   """The synthetic set's `dataset_configs` read through TFDS from `data_dir` (no TFRecord tables)."""
-  dc = synthetic.default_dataset_configs("")
+  return as_tfds(synthetic.default_dataset_configs(""), data_dir)
+
+
+def as_tfds(dc: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
+  """Turns the synthetic set's TFRecord `dataset_configs` into the TFDS ones, in place."""
   del dc.base_dir, dc.tables
   dc.tfds_name = NAME
   dc.tfds_data_dir = data_dir
