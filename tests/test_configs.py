@@ -12,7 +12,7 @@ from vivit_jax.models import build_model
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = ("k400_fe", "k400_st", "k600_fe", "ssv2_fe", "epic_kitchens_fe", "mit_fe",
-                "synthetic", "ucf101_fe", "hmdb51_fe")
+                "synthetic", "ucf101_fe", "hmdb51_fe", "k400_fe_large", "k400_fsa", "k400_fdpa")
 
 
 def load(name: str, arg: str | None = None):
