@@ -124,6 +124,14 @@ def test_scenic_checkpoint_and_clear_errors(setup, scenic_ref, capsys):
   result = p.predict_file(str(root / "in" / "a" / "first.mp4"), top_k=5)
   assert sorted(row["index"] for row in result["top_k"]) == [0, 1, 2, 3, 4]
   assert abs(sum(row["probability"] for row in result["top_k"]) - 1.0) < 1e-5
+  # The same weights as a Hugging Face folder give the same prediction.
+  hf_dir = checkpoints.export_hf(config, p.params, str(root / "hf"))
+  hf = predict.Predictor(config, hf_dir)
+  assert hf.checkpoint_kind == "Hugging Face"
+  again = hf.predict_file(str(root / "in" / "a" / "first.mp4"), top_k=5)
+  assert [r["index"] for r in again["top_k"]] == [r["index"] for r in result["top_k"]]
+  np.testing.assert_allclose([r["probability"] for r in again["top_k"]],
+                             [r["probability"] for r in result["top_k"]], rtol=1e-4)
   missing = root / "no_such_checkpoint"
   assert predict.main([f"--config={train_procs.REPO}/configs/synthetic.py:runlocal",
                        f"--checkpoint={missing}", str(root / "in" / "a" / "first.mp4")]) == 2
