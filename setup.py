@@ -31,6 +31,9 @@ setuptools.setup(
         "tqdm>=4.60",
     ],
     extras_require={
+        # Accelerators (docs/install.md): jax's own extras, at the jax version above.
+        "cuda12": ["jax[cuda12]>=0.10,<0.13"],
+        "tpu": ["jax[tpu]>=0.10,<0.13"],
         "hf": ["torch>=2.4", "transformers>=4.40", "safetensors>=0.4"],
         "test": [
             "pytest>=8",

@@ -1,4 +1,4 @@
-r"""ViViT-B/16x2 Factorised Encoder fine-tuned from Kinetics-400 on UCF101 (split 1), read with TFDS.
+r"""ViViT-B/16x2 Factorised Encoder fine-tuned from Kinetics-400 on UCF101 split 1, read with TFDS.
 
 Starts from Scenic's released Kinetics-400 ViViT-B/16x2 FE (78.4% top-1 there); every weight but the
 classifier is restored, `output_projection` is re-initialised for UCF101's 101 classes. The paper
@@ -9,7 +9,8 @@ TFDS's UCF101 has no validation split, so validation reads the test split of spl
 
 Prepare the data once (docs/finetuning.md), then:
 
-  tfds build ucf101/ucf101_1_256 --data_dir=$HOME/tensorflow_datasets
+  python -c "import tensorflow_datasets as tfds; tfds.builder('ucf101/ucf101_1_256', \
+      data_dir='$HOME/tensorflow_datasets').download_and_prepare()"
   python -m vivit_jax.main --config=configs/ucf101_fe.py --workdir=runs/ucf101_fe \
       --config.dataset_configs.tfds_data_dir=$HOME/tensorflow_datasets \
       --config.init_from.checkpoint_path=/ckpts/kinetics_400/vivit_base_16x2_fe/checkpoint

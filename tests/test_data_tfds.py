@@ -1,4 +1,4 @@
-"""TFDS as a data source: the synthetic set built by its TFDS builder, read back through `tfds_name`."""
+"""TFDS as a data source: the synthetic set built by its TFDS builder, read back via `tfds_name`."""
 import json
 
 import numpy as np
@@ -90,10 +90,12 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
   dc.tfds_name = "ucf101/ucf101_1_256"
   dc.num_classes = 101
   with pytest.raises(FileNotFoundError, match=r"'ucf101/ucf101_1_256' is not prepared: .*"
-                     r"dataset_info.json not found.*tfds build ucf101/ucf101_1_256 --data_dir="):
+                     r"dataset_info.json not found.*tfds.builder\('ucf101/ucf101_1_256', data_dir='"
+                     r".*'\).download_and_prepare\(\)"):
     build_dataset(dc, "test", 2)
   dc.tfds_name = "no_such_dataset"
-  with pytest.raises(FileNotFoundError, match=r"no prepared dataset of that name.*tfds build"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"no prepared dataset of that name.*download_and_prepare"):
     build_dataset(dc, "test", 2)
 
 

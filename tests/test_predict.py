@@ -1,5 +1,5 @@
-"""`python -m vivit_jax.tools.predict`: MP4 files written here with PyAV (and a broken one), JSON out,
-probabilities equal to the test split's through make_tfrecords + build_dataset."""
+"""`python -m vivit_jax.tools.predict`: MP4 files written here with PyAV (and a broken one), JSON
+out, probabilities equal to the test split's through make_tfrecords + build_dataset."""
 import json
 import subprocess
 import sys

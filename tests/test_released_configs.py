@@ -1,10 +1,10 @@
 """Each released Scenic ViViT checkpoint has a config that builds exactly its parameter tree.
 
 The expected tree of a released file is written out here from Scenic's naming, independently of
-`vivit_jax.models` (`scenic_tree`), with the sizes of the Scenic config that trained it. `scenic_tree`
-is first checked against the trees Scenic itself wrote (`scenic_ref/vivit/*/param_tree.txt`), then
-compared with each config's model, built with `jax.eval_shape` (nothing allocated: the L models stay
-abstract). Models 3 and 4 have no released file: their K400 configs are checked against the paper's
+`vivit_jax.models` (`scenic_tree`), with the sizes of the Scenic config that trained it.
+`scenic_tree` is first checked against the trees Scenic itself wrote
+(`scenic_ref/vivit/*/param_tree.txt`), then compared with each config's model, built with
+`jax.eval_shape` (nothing allocated: the L models stay abstract). Models 3 and 4 have no released file: their K400 configs are checked against the paper's
 parameter counts (Table 2).
 """
 import importlib.util

@@ -172,7 +172,7 @@ def synthetic_tfds_dir() -> str:
 
 
 def read_synthetic_through_tfds(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """After `runlocal`: the same synthetic clips, read through TFDS (as the full config reads UCF101)."""
+  """After `runlocal`: the synthetic clips, read through TFDS (as the full config reads UCF101)."""
   from vivit_jax.data import synthetic_tfds  # local: pulls in TensorFlow Datasets
   synthetic_tfds.as_tfds(config.dataset_configs, synthetic_tfds_dir())
   return config

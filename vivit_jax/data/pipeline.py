@@ -1,7 +1,7 @@
-"""`build_dataset`: DMVR TFRecords (or a TFDS-prepared dataset) → numpy batches for training and eval.
+"""`build_dataset`: DMVR TFRecords (or a TFDS dataset) → numpy batches for training and evaluation.
 
-`dataset_configs.tables` names DMVR TFRecord files; `dataset_configs.tfds_name` instead reads a video
-dataset prepared with TensorFlow Datasets (`tfds_source.py`), with everything below the same.
+`dataset_configs.tables` names DMVR TFRecord files; `dataset_configs.tfds_name` instead reads a
+video dataset prepared with TensorFlow Datasets (`tfds_source.py`), everything below the same.
 
 Batches are dicts of numpy arrays (`b` = the per-host `batch_size`):
   * `inputs`: float32 `[b, t, h, w, 3]`; for the test split `[b, views, t, h, w, 3]` with

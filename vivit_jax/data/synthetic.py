@@ -85,7 +85,7 @@ def _encode_frames(frames: tf.Tensor, quality: int) -> tf.Tensor:
 
 
 def split_clips(settings, split: str, shard: int = 0, num_shards: int = 1):
-  """Yields (i, label, JPEG bytes per frame) for clips i = shard, shard + num_shards, ... of a split.
+  """Yields (i, label, JPEG bytes per frame) of clips i = shard, shard + num_shards, ... of a split.
 
   The one source of the clips, whatever the file format (TFRecords here, TFDS in synthetic_tfds).
   """

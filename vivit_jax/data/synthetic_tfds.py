@@ -1,10 +1,10 @@
 """The synthetic motion set as a TensorFlow Datasets builder (`synthetic_motion`).
 
-The same clips as the TFRecord files of `vivit_jax.data.synthetic` (clip i of a split is a function of
-(seed, split, i), the same JPEG bytes), stored the way TFDS stores UCF101: features `video` (a
+The same clips as the TFRecord files of `vivit_jax.data.synthetic` (clip i of a split is a function
+of (seed, split, i), the same JPEG bytes), stored the way TFDS stores UCF101: features `video` (a
 `tfds.features.Video` of JPEG frames) and `label` (a `ClassLabel` of the 8 motion classes), splits
-`train`, `validation` and `test`. It lets the TFDS reading path (`dataset_configs.tfds_name`) run for real
-on any machine, without a download.
+`train`, `validation` and `test`. It lets the TFDS reading path (`dataset_configs.tfds_name`) run
+for real on any machine, without a download.
 
 Prepared on first use by `synthetic.ensure_dataset` when `dataset_configs` has both `tfds_name` and
 `synthetic` (the generation settings); by hand:
@@ -99,7 +99,7 @@ def marker_dir(dataset_configs) -> str:
 
 
 def dataset_configs(data_dir: str) -> ml_collections.ConfigDict:
-  """The synthetic set's `dataset_configs` read through TFDS from `data_dir` (no TFRecord tables)."""
+  """The synthetic set's `dataset_configs`, read through TFDS from `data_dir` (no tables)."""
   return as_tfds(synthetic.default_dataset_configs(""), data_dir)
 
 

@@ -1,18 +1,20 @@
 """Video datasets prepared with TensorFlow Datasets, read by the TFRecord pipeline (`pipeline.py`).
 
-`dataset_configs.tfds_name` (e.g. 'ucf101/ucf101_1_256') selects a dataset that `tensorflow_datasets`
-has already prepared under `dataset_configs.tfds_data_dir` (TFDS's default folder when unset). Nothing is
-downloaded at run time: a missing dataset is an error that says how to prepare it.
+`dataset_configs.tfds_name` (e.g. 'ucf101/ucf101_1_256') selects a dataset that
+`tensorflow_datasets` has already prepared under `dataset_configs.tfds_data_dir` (TFDS's default
+folder when unset). Nothing is downloaded at run time: a missing dataset is an error that says how
+to prepare it.
 
-TFDS stores a prepared split as TFRecord shards of `tf.train.Example`s. We index those shards like any
-other TFRecord file and let TFDS's own feature spec parse a record, keeping the video's JPEG frames
-encoded (`SkipDecoding`), so that only the sampled frames are decoded. Sampling, augmentation, host
-sharding (by shard file), the exactly-once evaluation and the bad-record handling are the pipeline's,
-the same as for DMVR TFRecords.
+TFDS stores a prepared split as TFRecord shards of `tf.train.Example`s. We index those shards like
+any other TFRecord file and let TFDS's own feature spec parse a record, keeping the video's JPEG
+frames encoded (`SkipDecoding`), so that only the sampled frames are decoded. Sampling,
+augmentation, host sharding (by shard file), the exactly-once evaluation and the bad-record
+handling are the pipeline's, the same as for DMVR TFRecords.
 
-Fields (docs/data.md):
+Fields (docs/finetuning.md):
   tfds_name: 'name' or 'name/config', optionally ':version'.
-  tfds_data_dir: the folder given to `tfds build --data_dir` (default: TFDS's, ~/tensorflow_datasets).
+  tfds_data_dir: the `data_dir` the dataset was prepared in (default: TFDS's, $TFDS_DATA_DIR or
+    ~/tensorflow_datasets).
   tfds_splits: {'train': ..., 'validation': ..., 'test': ...} TFDS split names, slices allowed
     ('train[:90%]'); default each split its own name.
   tfds_video_key: the video feature (default 'video', as UCF101's builder).
@@ -37,7 +39,7 @@ DEFAULT_LABEL_KEY = "label"
 class SplitSource:
   """One split of a prepared TFDS dataset, in the terms of `pipeline.VideoDataset`."""
   files: list[str]  # The split's shard files, in TFDS order.
-  index: tfrecord.RecordIndex  # The split's records (a slice like 'train[:90%]' keeps part of them).
+  index: tfrecord.RecordIndex  # The split's records (a slice 'train[:90%]' keeps part of them).
   parse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]  # → (JPEG frames [T], labels [L]).
   diagnose: Callable[[bytes], str]  # What is wrong with a record that failed (eager).
 
@@ -72,10 +74,18 @@ def split_name(dataset_configs, split: str) -> str:
   return (dataset_configs.get("tfds_splits") or {}).get(split, split)
 
 
+def prepare_command(name: str, data_dir: str) -> str:
+  """The command that prepares a TFDS dataset (the `tfds build` CLI of tensorflow-datasets 4.9
+  needs apache-beam; this does not)."""
+  return (f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', "
+          f"data_dir='{data_dir}').download_and_prepare()\"")
+
+
 def _prepare_hint(name: str, data_dir: str) -> str:
-  return (f"Nothing is downloaded at run time: prepare it once with `tfds build {name} "
-          f"--data_dir={data_dir}` (UCF101 needs ffmpeg; see docs/finetuning.md), or point "
-          "dataset_configs.tfds_data_dir at the folder that holds it.")
+  command = prepare_command(name, data_dir)
+  return (f"Nothing is downloaded at run time: prepare it once with `{command}`"
+          " (UCF101 needs ffmpeg; see docs/finetuning.md), or point dataset_configs.tfds_data_dir "
+          "at the folder that holds it.")
 
 
 def open_builder(dataset_configs) -> tfds.core.DatasetBuilder:
@@ -95,8 +105,8 @@ def open_builder(dataset_configs) -> tfds.core.DatasetBuilder:
                             f"{_prepare_hint(name, data_dir)}")
   if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
     raise ValueError(f"{builder.data_dir} was prepared as {builder.info.file_format.value}; the "
-                     f"pipeline reads TFRecord shards: rebuild with `tfds build {name} "
-                     "--file_format=tfrecord` (the default)")
+                     f"pipeline reads TFRecord shards: prepare it again with "
+                     f"tfds.builder({name!r}, data_dir=..., file_format='tfrecord') (the default)")
   return builder
 
 

@@ -54,7 +54,7 @@ def read_label_map(path: Optional[str], num_classes: int) -> list[str]:
 
 
 def load_checkpoint_params(path: str, expected: Any) -> tuple[Any, str]:
-  """Params of any supported checkpoint, matched to the `expected` shapes. Returns (params, kind)."""
+  """Params of any supported checkpoint, matched to the `expected` shapes; (params, kind)."""
   from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from vivit_jax.checkpoints import files  # pylint: disable=g-import-not-at-top
   params = kind = None
@@ -131,7 +131,8 @@ class Predictor:
     splits = self.heads["class_splits"]
     heads = split_logits(logits, splits, self.heads["split_names"]) if splits else {"": logits}
     # The views are averaged as in evaluation (`config.eval_average`), one rule in evaluate.py.
-    return {name: np.exp(np.asarray(evaluate._head_scores(head, self.average)[1][0]))  # pylint: disable=protected-access
+    scores = evaluate._head_scores  # pylint: disable=protected-access
+    return {name: np.exp(np.asarray(scores(head, self.average)[1][0]))
             for name, head in heads.items()}
 
   def predict_file(self, path: str, top_k: int = 5) -> dict:
