@@ -139,3 +139,27 @@ def _experiment(dc):
   config = module.get_config("runlocal")
   config.dataset_configs = dc.copy_and_resolve_references()
   return config
+
+
+def test_a_corrupt_record_is_masked_and_named(both, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
+  _, good = both
+  shutil.copytree(good.tfds_data_dir, tmp_path / "tfds")
+  dc = good.copy_and_resolve_references()
+  dc.tfds_data_dir = str(tmp_path / "tfds")
+  shard = (tmp_path / "tfds" / "synthetic_motion" / "1.0.0" /
+           "synthetic_motion-test.tfrecord-00000-of-00001")
+  records = list(tfrecord.iterate_records(str(shard)))
+  example = tf.train.Example.FromString(records[2])
+  example.features.feature["video"].bytes_list.value[0] = b"not a jpeg"
+  records[2] = example.SerializeToString()
+  tfrecord.write_records_atomically(str(shard), records)
+  dataset = build_dataset(dc, "test", 4)
+  batches = fx.collect(dataset)
+  mask = np.concatenate([b["batch_mask"] for b in batches])
+  assert mask.tolist() == [1, 1, 0, 1, 1, 1, 1, 0]  # Clip 2 masked, the 8th slot is padding.
+  assert dataset.skipped == {f"{shard} record #2": "feature 'video' frame 0: not a decodable "
+                             "JPEG (Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, "
+                             "BMP, WebP required.)"}

@@ -22,6 +22,7 @@ Fields (docs/finetuning.md):
 """
 import dataclasses
 import os
+import re
 from typing import Callable
 
 import numpy as np
@@ -188,6 +189,11 @@ def _diagnose(features, decoders, video_key: str, label_widths: dict[str, int],
     try:
       tf.io.decode_jpeg(jpeg)
     except Exception as e:  # pylint: disable=broad-except
-      return (f"feature {video_key!r} frame {t}: not a decodable JPEG "
-              f"({str(e).splitlines()[0]})")
+      return f"feature {video_key!r} frame {t}: not a decodable JPEG ({_tf_message(e)})"
   return "processing failed for an unknown reason (record looks valid)"
+
+
+def _tf_message(e: Exception) -> str:
+  """A TensorFlow error's own words, without the op and function-node decorations."""
+  text = str(e).splitlines()[0] if str(e) else type(e).__name__
+  return re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text)
