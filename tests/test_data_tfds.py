@@ -50,7 +50,7 @@ def test_prepared_on_disk(both):
 
 @pytest.mark.parametrize("split", ["validation", "test"])
 def test_same_examples_as_the_tfrecord_path(both, split):
-  records, dc = both
+  records, dc = (d.copy_and_resolve_references() for d in both)
   for d in (records, dc):
     d.num_test_clips = 2  # Two temporal views: the test split's sampling, on both paths.
   a = fx.collect(build_dataset(records, split, 4))

@@ -258,8 +258,7 @@ class VideoDataset:
                          f"(has {sorted(tables)})")
       table = tables[split]
       files = tfrecord.expand_file_spec(dataset_configs.get("base_dir") or "", table)
-      full = None
-      parse = functools.partial(tfrecord.parse_clip, label_keys=self.cfg.label_keys)
+      full, parse = None, None  # Indexed below; parsed as DMVR SequenceExamples.
       self._diagnose = functools.partial(
           tfrecord.diagnose_clip, label_keys=self.cfg.label_keys,
           label_widths=self.cfg.class_splits or (self.cfg.num_classes,))
