@@ -5,11 +5,11 @@ classifier is restored, `output_projection` is re-initialised for HMDB51's 51 cl
 (arXiv 2103.15691) reports no HMDB51 result and gives no recipe for it: this uses the paper's
 Kinetics recipe for the same model (see configs/ucf101_fe.py), as for UCF101.
 
-tensorflow-datasets (4.9) has no HMDB51 builder, so by default this reads DMVR TFRecords that
-`vivit_jax.tools.make_tfrecords` writes from the videos and the split-1 lists (docs/finetuning.md);
-a TFDS-prepared copy (your own builder, features 'video' as JPEG frames and 'label') is read with
-`--config.dataset_configs.tfds_name=NAME` and `--config.dataset_configs.tables=` unset in a copy
-of this file. HMDB51 has no validation split: validation reads the test split.
+tensorflow-datasets (4.9) has no HMDB51 builder, so this reads DMVR TFRecords that
+`vivit_jax.tools.make_tfrecords` writes from the videos and the split-1 lists (docs/finetuning.md).
+A copy prepared with your own TFDS builder (features 'video' as JPEG frames, 'label') is read as
+configs/ucf101_fe.py reads UCF101: `tfds_name` and `tfds_splits` instead of `base_dir` and `tables`.
+HMDB51 has no validation split: validation reads the test split.
 
   python -m vivit_jax.main --config=configs/hmdb51_fe.py --workdir=runs/hmdb51_fe \
       --config.init_from.checkpoint_path=/ckpts/kinetics_400/vivit_base_16x2_fe/checkpoint
