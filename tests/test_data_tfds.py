@@ -163,3 +163,15 @@ def test_a_corrupt_record_is_masked_and_named(both, tmp_path):
   assert dataset.skipped == {f"{shard} record #2": "feature 'video' frame 0: not a decodable "
                              "JPEG (Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, "
                              "BMP, WebP required.)"}
+
+
+def test_ucf101_config_fits_the_installed_ucf101_builder(tmp_path):
+  """configs/ucf101_fe.py names the features and classes TFDS's UCF101 builder has."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tests.test_configs import load  # pylint: disable=g-import-not-at-top
+  from vivit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  dc = load("ucf101_fe").dataset_configs
+  builder = tfds.builder(dc.tfds_name, data_dir=str(tmp_path))  # Its code only: nothing prepared.
+  check = tfds_source._check_features  # pylint: disable=protected-access
+  assert check(builder, dc) == ("video", ("label",), [101])
+  assert builder.builder_config.name == "ucf101_1_256" and builder.builder_config.height == 256
