@@ -74,8 +74,10 @@ def prepare(data_dir: str, settings: Optional[ml_collections.ConfigDict] = None)
   """
   builder = SyntheticMotion(data_dir=data_dir, settings=settings.to_dict() if settings else None)
   # TFDS writes into a temporary folder and renames it when complete: nothing half-written remains.
+  # Called only when the marker is missing, so a set left without one (a run killed after TFDS
+  # finished) is generated again rather than trusted.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+      download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
   counts = {name: info.num_examples for name, info in builder.info.splits.items()}
   marker = os.path.join(data_dir, NAME, synthetic.MARKER)
   with open(marker + ".tmp", "w") as f:
