@@ -25,10 +25,15 @@ setuptools.setup(
         "msgpack>=1.0",
         "etils[epath]>=1.7",
         "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9",  # dataset_configs.tfds_name (data/tfds_source.py)
+        "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "av>=12",
         "tqdm>=4.60",
     ],
     extras_require={
+        # Accelerators (docs/install.md): jax's own extras, at the jax version above.
+        "cuda12": ["jax[cuda12]>=0.10,<0.13"],
+        "tpu": ["jax[tpu]>=0.10,<0.13"],
         "hf": ["torch>=2.4", "transformers>=4.40", "safetensors>=0.4"],
         "test": [
             "pytest>=8",

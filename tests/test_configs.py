@@ -12,7 +12,7 @@ from vivit_jax.models import build_model
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = ("k400_fe", "k400_st", "k600_fe", "ssv2_fe", "epic_kitchens_fe", "mit_fe",
-                "synthetic")
+                "synthetic", "ucf101_fe", "hmdb51_fe", "k400_fe_large", "k400_fsa", "k400_fdpa")
 
 
 def load(name: str, arg: str | None = None):
@@ -44,7 +44,12 @@ def test_config_validates_and_builds(name, arg):
   num_params = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(variables))
   if arg == "runlocal":
     assert num_params < 200_000
-    assert config.num_training_steps <= 20 and dc.base_dir == config_lib.synthetic_base_dir()
+    assert config.num_training_steps <= 20
+    if name in ("ucf101_fe", "hmdb51_fe"):  # The synthetic set, read through its TFDS builder.
+      assert dc.tfds_name == "synthetic_motion" and "tables" not in dc
+      assert dc.tfds_data_dir == config_lib.synthetic_tfds_dir()
+    else:
+      assert dc.base_dir == config_lib.synthetic_base_dir()
     assert not config.init_from.get("checkpoint_path")
   elif name != "synthetic":
     assert num_params > 80e6  # ViViT-B or -L
@@ -66,6 +71,20 @@ def test_benchmark_specifics():
   assert list(ek.dataset_configs.class_splits) == [300, 97]
   assert ek.dataset_configs.num_classes == 397
   assert load("k400_fe").mesh == (("data", -1), ("fsdp", 1), ("tensor", 1))
+
+
+def test_finetuning_configs():
+  ucf = load("ucf101_fe")
+  assert ucf.dataset_configs.tfds_name == "ucf101/ucf101_1_256"
+  assert dict(ucf.dataset_configs.tfds_splits) == {"train": "train", "validation": "test",
+                                                   "test": "test"}
+  hmdb = load("hmdb51_fe")
+  for config, classes, train in ((ucf, 101, 9537), (hmdb, 51, 3570)):
+    assert config.dataset_configs.num_classes == classes
+    assert config.dataset_configs.examples_per_subset.train == train
+    assert config.init_from.checkpoint_path.endswith("kinetics_400/vivit_base_16x2_fe/checkpoint")
+    assert config.init_from.restore_output_proj is False  # A fresh head for the new classes.
+    assert config.model.temporal_transformer.num_layers == 4 and config.model.hidden_size == 768
 
 
 def test_data_dir_env_var(monkeypatch, tmp_path):

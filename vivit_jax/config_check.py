@@ -184,7 +184,9 @@ def _check_dataset(config) -> None:
     _fail("dataset_configs.base_dir", dc.base_dir, "must be a path string")
   for key in ("num_frames", "crop_size", "min_resize", "stride", "num_test_clips"):
     _int(dc, key, f"dataset_configs.{key}")
-  if dc.get("tables") is not None:
+  if dc.get("tfds_name") is not None:
+    fields.check_tfds_fields(dc)
+  if dc.get("tables") is not None or dc.get("tfds_name") is not None:
     fields.ClipConfig.from_configs(dc)
 
 

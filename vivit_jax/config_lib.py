@@ -49,6 +49,19 @@ def video_dataset(name: str, num_classes: int, sizes: dict, *, tables: dict | No
   })
 
 
+def tfds_video_dataset(tfds_name: str, num_classes: int, sizes: dict, *, splits: dict,
+                       **kwargs) -> ml_collections.ConfigDict:
+  """`dataset_configs` of a video dataset prepared with TFDS (docs/finetuning.md); `kwargs` as
+  `video_dataset`. `tfds_data_dir` unset: TFDS's default folder ($TFDS_DATA_DIR or
+  ~/tensorflow_datasets)."""
+  dc = video_dataset("", num_classes, sizes, **kwargs)
+  del dc.base_dir, dc.tables
+  dc.tfds_name = tfds_name
+  dc.tfds_data_dir = ml_collections.config_dict.placeholder(str)
+  dc.tfds_splits = dict(splits)
+  return dc
+
+
 def augmentation(*, color: bool, rand_augment_magnitude: int | None = None
                  ) -> ml_collections.ConfigDict:
   """Scale jitter (0.9 to 1.33), then colour jitter or RandAugment (2 layers)."""
@@ -209,6 +222,18 @@ def synthetic_dataset() -> ml_collections.ConfigDict:
   """The synthetic motion set (8 classes, 32×32, 16 frames) at `synthetic_base_dir()`."""
   from vivit_jax.data import synthetic  # local: pulls in TensorFlow
   return synthetic.default_dataset_configs(synthetic_base_dir())
+
+
+def synthetic_tfds_dir() -> str:
+  """Where `:runlocal` of a TFDS config prepares the synthetic set as a TFDS dataset."""
+  return os.path.join(data_root(), "tfds")
+
+
+def read_synthetic_through_tfds(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """After `runlocal`: the synthetic clips, read through TFDS (as the full config reads UCF101)."""
+  from vivit_jax.data import synthetic_tfds  # local: pulls in TensorFlow Datasets
+  synthetic_tfds.as_tfds(config.dataset_configs, synthetic_tfds_dir())
+  return config
 
 
 def runlocal(config: ml_collections.ConfigDict, *, steps: int = 10

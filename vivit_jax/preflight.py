@@ -51,8 +51,17 @@ def _needed_splits(config: ml_collections.ConfigDict, mode: str) -> list[str]:
 
 def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
   dc = config.dataset_configs
-  if dc.get("synthetic") or dc.get("tables") is None:
-    return  # generated on first use, or a dataset without TFRecord tables
+  if dc.get("synthetic"):
+    return  # generated on first use
+  if dc.get("tfds_name"):
+    from vivit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top  (TFDS)
+    try:
+      tfds_source.open_builder(dc)
+    except (FileNotFoundError, ValueError) as e:
+      raise UserInputError(str(e)) from None
+    return
+  if dc.get("tables") is None:
+    return
   base_dir = dc.get("base_dir") or ""
   if base_dir and not _is_remote(base_dir) and not os.path.isdir(base_dir):
     raise UserInputError(

@@ -1,4 +1,4 @@
-"""Video data: DMVR-format TFRecords, sampling, augmentation, the synthetic motion set.
+"""Video data: DMVR-format TFRecords or TFDS datasets, sampling, augmentation, the synthetic set.
 
 TensorFlow loads only when a reader is used (`build_dataset`), so `vivit_jax.data.fields`
 (what `dataset_configs` may hold) costs nothing to import.

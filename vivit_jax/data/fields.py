@@ -7,6 +7,8 @@ import dataclasses
 from typing import Optional
 
 LABEL_KEY = "clip/label/index"  # DMVR's label feature
+# A dataset prepared with TensorFlow Datasets instead of `tables` (data/tfds_source.py).
+TFDS_FIELDS = ("tfds_name", "tfds_data_dir", "tfds_splits", "tfds_video_key", "tfds_label_key")
 
 DATASET_CONFIG_FIELDS = (
     # Where the data is.
@@ -19,7 +21,7 @@ DATASET_CONFIG_FIELDS = (
     "augmentation_params",
     # Feeding the devices.
     "prefetch_to_device",
-)
+) + TFDS_FIELDS
 
 # Scenic fields with no counterpart here: the reason, and what to use instead.
 REFUSED_DATASET_FIELDS = {
@@ -102,3 +104,23 @@ class ClipConfig:
         do_three_spatial_crops=bool(dc.get("do_three_spatial_crops", False)),
         random_flip=bool(dc.get("random_flip", True)),
         decode_all_frames=bool(dc.get("decode_all_frames", False)), aug=aug)
+
+
+def check_tfds_fields(dataset_configs) -> None:
+  """Checks the TFDS fields without opening the dataset (for `config_check`)."""
+  dc = dataset_configs
+  if not isinstance(dc.tfds_name, str) or not dc.tfds_name:
+    raise ValueError(f"config.dataset_configs.tfds_name={dc.tfds_name!r}; must be a TFDS name "
+                     "like 'ucf101/ucf101_1_256'")
+  if dc.get("tables") is not None:
+    raise ValueError("config.dataset_configs has both tables and tfds_name; set one (tables: "
+                     "DMVR TFRecords, tfds_name: a TFDS-prepared dataset)")
+  splits = dict(dc.get("tfds_splits") or {})
+  unknown = sorted(set(splits) - {"train", "validation", "test"})
+  if unknown:
+    raise ValueError(f"config.dataset_configs.tfds_splits has keys {unknown}; valid keys: "
+                     "['test', 'train', 'validation'] (values: TFDS split names)")
+  for split, value in splits.items():
+    if not isinstance(value, str):
+      raise ValueError(f"config.dataset_configs.tfds_splits.{split}={value!r}; must be a TFDS "
+                       "split name string like 'train' or 'train[:90%]'")

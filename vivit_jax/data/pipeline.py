@@ -1,4 +1,7 @@
-"""`build_dataset`: DMVR TFRecords → numpy batches for training and evaluation.
+"""`build_dataset`: DMVR TFRecords (or a TFDS dataset) → numpy batches for training and evaluation.
+
+`dataset_configs.tables` names DMVR TFRecord files; `dataset_configs.tfds_name` instead reads a
+video dataset prepared with TensorFlow Datasets (`tfds_source.py`), everything below the same.
 
 Batches are dicts of numpy arrays (`b` = the per-host `batch_size`):
   * `inputs`: float32 `[b, t, h, w, 3]`; for the test split `[b, views, t, h, w, 3]` with
@@ -27,6 +30,7 @@ file) are logged with the file, the record number and the key, counted in `datas
 replaced by a masked (batch_mask 0) zero clip, which keeps the step → examples map of training intact.
 """
 import atexit
+import functools
 import itertools
 import weakref
 from typing import Any, Iterator
@@ -106,8 +110,12 @@ def _augment_train(frames: tf.Tensor, seed: tf.Tensor, cfg: ClipConfig) -> tf.Te
   return frames
 
 
-def make_process_fn(cfg: ClipConfig, split: str, seed: int, process_index: int):
-  """The per-record tf.data map: (serialized, stream position, example id) → processed example."""
+def make_process_fn(cfg: ClipConfig, split: str, seed: int, process_index: int, parse=None):
+  """The per-record tf.data map: (serialized, stream position, example id) → processed example.
+
+  `parse`: serialized record → (JPEG frames [T], labels [L]); default: a DMVR SequenceExample.
+  """
+  parse = parse or functools.partial(tfrecord.parse_clip, label_keys=cfg.label_keys)
   train = split == "train"
   mode = {"train": "random", "validation": "central", "test": "uniform"}[split]
   num_clips = cfg.num_test_clips if split == "test" else 1
@@ -115,7 +123,7 @@ def make_process_fn(cfg: ClipConfig, split: str, seed: int, process_index: int):
   crop_mode = "three" if split == "test" and cfg.do_three_spatial_crops else "central"
 
   def process(serialized, position, example_id):
-    frames, labels = tfrecord.parse_clip(serialized, cfg.label_keys)
+    frames, labels = parse(serialized)
     clip_seed = tf.random.experimental.stateless_fold_in(
         tf.constant([seed, process_index], tf.int64), position)
     seeds = tf.unstack(tf.random.experimental.stateless_split(clip_seed, 2))
@@ -162,23 +170,35 @@ class VideoDataset:
       raise ValueError(f"split={split!r} not in {SPLITS}")
     if batch_size < 1:
       raise ValueError(f"batch_size={batch_size} must be >= 1")
-    tables = dataset_configs.get("tables") or {}
-    if split not in tables:
-      raise ValueError(f"dataset_configs.tables has no entry for split {split!r} "
-                       f"(has {sorted(tables)})")
     self.cfg = ClipConfig.from_configs(dataset_configs)
     self.split, self.batch_size, self.seed = split, batch_size, seed
     self.process_index, self.process_count = process_index, process_count
     self.start_step = start_step
-    files = tfrecord.expand_file_spec(dataset_configs.get("base_dir") or "", tables[split])
+    if dataset_configs.get("tfds_name"):  # A dataset prepared by TFDS: its shards and its parser.
+      from vivit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+      source = tfds_source.open_split(dataset_configs, split)
+      files, full, parse, self._diagnose = source.files, source.index, source.parse, source.diagnose
+      table = f"{dataset_configs.tfds_name} {tfds_source.split_name(dataset_configs, split)}"
+    else:
+      tables = dataset_configs.get("tables") or {}
+      if split not in tables:
+        raise ValueError(f"dataset_configs.tables has no entry for split {split!r} "
+                         f"(has {sorted(tables)})")
+      table = tables[split]
+      files = tfrecord.expand_file_spec(dataset_configs.get("base_dir") or "", table)
+      full, parse = None, None  # Indexed below; parsed as DMVR SequenceExamples.
+      self._diagnose = functools.partial(
+          tfrecord.diagnose_clip, label_keys=self.cfg.label_keys,
+          label_widths=self.cfg.class_splits or (self.cfg.num_classes,))
     mine = tfrecord.shard_files(files, process_index, process_count)
     if split == "train" and not mine:
       raise ValueError(f"process {process_index} of {process_count} gets no file of table "
-                       f"{tables[split]!r} ({len(files)} files): write at least {process_count} "
+                       f"{table!r} ({len(files)} files): write at least {process_count} "
                        "shards")
     # All files are indexed (headers only): evaluation needs every host's count to stay in step,
     # and example ids number the records of the whole split.
-    full = tfrecord.index_files(files)
+    if full is None:
+      full = tfrecord.index_files(files)
     self._index = full.take(range(process_index, len(files), process_count))
     self._example_ids = np.flatnonzero(np.isin(full.file_ids, self._index.file_ids))
     self.num_examples = len(self._index)
@@ -192,7 +212,7 @@ class VideoDataset:
     else:
       per_host = np.bincount(full.file_ids % process_count, minlength=process_count)
       self.num_batches = int(-(-per_host.max() // batch_size))
-    self._process = make_process_fn(self.cfg, split, seed, process_index)
+    self._process = make_process_fn(self.cfg, split, seed, process_index, parse)
 
   def __len__(self) -> int:
     if self.num_batches is None:
@@ -242,8 +262,7 @@ class VideoDataset:
     if where not in self.skipped:
       reader = tfrecord.RecordReader(self._index)
       try:
-        reason = tfrecord.diagnose_clip(reader.read(r), self.cfg.label_keys,
-                                        self.cfg.class_splits or (self.cfg.num_classes,))
+        reason = self._diagnose(reader.read(r))
       finally:
         reader.close()
       self.skipped[where] = reason

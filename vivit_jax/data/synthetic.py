@@ -84,13 +84,21 @@ def _encode_frames(frames: tf.Tensor, quality: int) -> tf.Tensor:
                    fn_output_signature=tf.string)
 
 
-def _split_records(settings, split: str, shard: int, num_shards: int):
+def split_clips(settings, split: str, shard: int = 0, num_shards: int = 1):
+  """Yields (i, label, JPEG bytes per frame) of clips i = shard, shard + num_shards, ... of a split.
+
+  The one source of the clips, whatever the file format (TFRecords here, TFDS in synthetic_tfds).
+  """
   count = settings[f"num_{split}"]
   for i in range(shard, count, num_shards):
     rng = np.random.default_rng([settings.seed, _SPLIT_IDS[split], i])
     label = i % settings.num_classes
     frames = render_clip(rng, label, settings.num_frames, settings.frame_size, settings.noise_std)
-    jpegs = _encode_frames(tf.constant(frames), settings.jpeg_quality).numpy().tolist()
+    yield i, label, _encode_frames(tf.constant(frames), settings.jpeg_quality).numpy().tolist()
+
+
+def _split_records(settings, split: str, shard: int, num_shards: int):
+  for i, label, jpegs in split_clips(settings, split, shard, num_shards):
     yield tfrecord.make_clip_example(jpegs, [label], label_text=CLASS_NAMES[label],
                                      context={tfrecord.FILENAME_KEY: f"synthetic/{split}/{i}"})
 
@@ -138,6 +146,8 @@ def ensure_dataset(dataset_configs, *, process_index: Optional[int] = None,
                    timeout_s: float = 1800.0) -> bool:
   """Generates the synthetic set under `dataset_configs.base_dir` if configured and missing.
 
+  With `dataset_configs.tfds_name`, the same set is prepared as a TFDS dataset under `tfds_data_dir`.
+
   Only process 0 writes; other processes wait for the completion marker.
 
   Returns:
@@ -150,7 +160,12 @@ def ensure_dataset(dataset_configs, *, process_index: Optional[int] = None,
   settings = dataset_configs.get("synthetic")
   if not settings:
     return False
-  base_dir = dataset_configs.get("base_dir")
+  if dataset_configs.get("tfds_name"):  # The same clips, prepared as a TFDS dataset.
+    from vivit_jax.data import synthetic_tfds  # pylint: disable=g-import-not-at-top
+    base_dir = synthetic_tfds.marker_dir(dataset_configs)
+    write = lambda _, s: synthetic_tfds.prepare(dataset_configs.tfds_data_dir, s)
+  else:
+    base_dir, write = dataset_configs.get("base_dir"), generate
   if not base_dir:
     raise ValueError("dataset_configs.base_dir is required with dataset_configs.synthetic")
   marker = os.path.join(base_dir, MARKER)
@@ -163,7 +178,7 @@ def ensure_dataset(dataset_configs, *, process_index: Optional[int] = None,
   if not os.path.exists(marker):
     if process_index == 0:
       logging.info("synthetic: generating %s into %s", wanted.to_dict(), base_dir)
-      generate(base_dir, wanted)
+      write(base_dir, wanted)
       generated = True
     else:
       deadline = time.time() + timeout_s
