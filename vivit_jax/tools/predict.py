@@ -81,27 +81,21 @@ class Predictor:
                label_map: Optional[str] = None, single_view: bool = False,
                fps: float = DEFAULT_FPS):
     import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    from flax.core import meta  # pylint: disable=g-import-not-at-top
-    from vivit_jax import train  # pylint: disable=g-import-not-at-top
-    from vivit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    from vivit_jax.models import build_model  # pylint: disable=g-import-not-at-top
+    from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
+    from vivit_jax.data import fields, pipeline  # pylint: disable=g-import-not-at-top
 
     self.config = config = config.copy_and_resolve_references()
     dc = config.dataset_configs
     if single_view:
       dc.num_test_clips, dc.do_three_spatial_crops = 1, False
-    self.clip_config = pipeline.ClipConfig.from_configs(dc)
+    self.clip_config = fields.ClipConfig.from_configs(dc)
     self.fps = fps
-    self.heads = train.heads_of(config)
-    num_classes = train.num_classes_of(config)
-    self.labels = read_label_map(label_map, num_classes)
+    self.heads = config_facts.heads(config)._asdict()
+    self.labels = read_label_map(label_map, config_facts.num_classes(config))
     self.average = config.get("eval_average", "logits")
-    self.model = build_model(config.model, num_classes, dtype=config.get("model_dtype_str"))
-    video = jax.ShapeDtypeStruct((1,) + train.input_shape_of(config), jnp.float32)
-    expected = meta.unbox(jax.eval_shape(
-        lambda v: self.model.init(jax.random.PRNGKey(0), v, train=False), video)["params"])
-    self.params, self.checkpoint_kind = load_checkpoint_params(checkpoint, expected)
+    self.model = config_facts.model(config)
+    self.params, self.checkpoint_kind = load_checkpoint_params(
+        checkpoint, config_facts.abstract_params(config))
     # The test split's per-record function: sampling, crops and scaling exactly as in evaluation.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._process = tf.function(pipeline.make_process_fn(self.clip_config, "test", 0, 0))
@@ -124,7 +118,6 @@ class Predictor:
 
   def probabilities(self, views: np.ndarray) -> dict[str, np.ndarray]:
     """[views, t, h, w, 3] → {head: class probabilities} ('' for a single head)."""
-    import jax  # pylint: disable=g-import-not-at-top
     from vivit_jax import evaluate  # pylint: disable=g-import-not-at-top
     from vivit_jax.models import split_logits  # pylint: disable=g-import-not-at-top
     logits = self._apply(self.params, views)[None]  # [1, views, classes]
