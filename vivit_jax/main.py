@@ -7,6 +7,8 @@ r"""Train and/or evaluate a ViViT: `python -m vivit_jax.main --config=CONFIG --w
   python -m vivit_jax.main --config=configs/k400_fe.py --workdir=runs/eval --mode=eval \
       --config.eval_checkpoint_path=/ckpts/vivit_k400_fe/checkpoint
 
+  python -m vivit_jax.main --config=configs/k400_fe.py --dry_run      # what it would run here
+
 A workdir that holds checkpoints is resumed from its newest one (see docs/training.md).
 Several hosts: the same command on every host; TPU pods and SLURM are detected, elsewhere add
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
@@ -28,6 +30,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "HOST:PORT of process 0 (multi-host without auto-detection).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print devices, mesh, attention path per layer, params, FLOPs, batch "
+    "and memory of the compiled train step, then exit: no training, no data, no --workdir.")
 
 
 def main(argv) -> int:
@@ -41,6 +46,12 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)  # one voice in the logs
   config = _CONFIG.value
   config_check.validate_config(config)
+  if _DRY_RUN.value:
+    from vivit_jax import dry_run  # pylint: disable=g-import-not-at-top
+    dry_run.print_report(config)
+    return 0
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required (except with --dry_run)")
   try:
     train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
   except FloatingPointError as e:
@@ -59,7 +70,7 @@ class _QuietLibraries(py_logging.Filter):
 
 
 def run() -> None:
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["config"])
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(lambda argv: sys.exit(main(argv)))

@@ -79,6 +79,55 @@ def local_batch_size(global_size: int, mesh: jax.sharding.Mesh, name: str) -> in
   return global_size // jax.process_count()
 
 
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, input_shape):
+  """Shapes of the train state, allocating nothing.
+
+  Returns:
+    (abstract_state, boxed_abstract_params): the boxed params carry the logical axis names.
+  """
+  boxed = jax.eval_shape(_init_params_fn(model, input_shape), jax.random.PRNGKey(0))
+  params = meta.unbox(boxed)
+  return {"params": params, "opt_state": jax.eval_shape(tx.init, params),
+          "step": jax.ShapeDtypeStruct((), jnp.int32)}, boxed
+
+
+def _init_params_fn(model, input_shape):
+  def init_params(rng):
+    video = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+    return model.init({"params": rng}, video, train=False)["params"]
+  return init_params
+
+
+def state_shardings(abstract_state, boxed, mesh, rules) -> dict:
+  """Shardings of the train state: params by their logical axes, optimizer state like them."""
+  param_sh = sharding.param_shardings(boxed, mesh, rules)
+  return {
+      "params": param_sh,
+      "opt_state": sharding.opt_state_shardings(abstract_state["opt_state"],
+                                                abstract_state["params"], param_sh, mesh),
+      "step": sharding.replicated(mesh),
+  }
+
+
+def make_run_mesh(config: ml_collections.ConfigDict, abstract_state, devices=None
+                  ) -> tuple[jax.sharding.Mesh, str]:
+  """`config.mesh`, or when it is unset `sharding.default_mesh`'s rule for this train state.
+
+  Returns:
+    (mesh, where its shape came from in words)
+  """
+  if config.get("mesh"):
+    return sharding.make_mesh(config.mesh, devices), "config.mesh"
+  devices = list(jax.devices() if devices is None else devices)
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+  # Gradients are a second copy of the parameters during the step.
+  state_bytes = 2 * nbytes(abstract_state["params"]) + nbytes(abstract_state["opt_state"])
+  mesh_config, reason = sharding.default_mesh(
+      state_bytes, sharding.device_memory_bytes(devices[0]), len(devices),
+      len({d.process_index for d in devices}))
+  return sharding.make_mesh(mesh_config, devices), reason
+
+
 def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng,
                  mesh, rules):
   """Sharded train state born on its devices, plus the state's shardings.
@@ -86,19 +135,9 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape
   Returns:
     (state, state_shardings, boxed_abstract_params)
   """
-  def init_params(rng):
-    video = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-    return model.init({"params": rng}, video, train=False)["params"]
-
-  boxed = jax.eval_shape(init_params, rng)
-  param_sh = sharding.param_shardings(boxed, mesh, rules)
-  abstract_params = meta.unbox(boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  shardings = {
-      "params": param_sh,
-      "opt_state": sharding.opt_state_shardings(abstract_opt, abstract_params, param_sh, mesh),
-      "step": sharding.replicated(mesh),
-  }
+  abstract, boxed = abstract_train_state(model, tx, input_shape)
+  shardings = state_shardings(abstract, boxed, mesh, rules)
+  init_params = _init_params_fn(model, input_shape)
 
   def init_state(rng):
     params = meta.unbox(init_params(rng))
@@ -155,6 +194,27 @@ def make_train_step(model, tx, lr_fn, config) -> Callable:
     return {"params": params, "opt_state": opt_state, "step": step + 1}, out
 
   return step_fn
+
+
+def batch_shardings(mesh) -> dict:
+  """Shardings of a global batch: the batch axis over the data-parallel mesh axes."""
+  return {k: sharding.batch_sharding(mesh, nd) for k, nd in
+          (("inputs", 5), ("label", 2), ("batch_mask", 1))}
+
+
+def jit_train_step(config, model, tx, lr_fn, shardings, batch_sh, mesh):
+  """The jitted train step (explicit shardings, donated state) and the abstract global
+  batch it takes, for `.lower(state, batch, rng)`."""
+  global_batch = int(config.batch_size)
+  abstract_batch = {
+      k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sh[k]) for k, (shape, dtype) in {
+          "inputs": ((global_batch,) + input_shape_of(config), jnp.float32),
+          "label": ((global_batch, num_classes_of(config)), jnp.float32),
+          "batch_mask": ((global_batch,), jnp.float32)}.items()}
+  jitted = jax.jit(make_train_step(model, tx, lr_fn, config),
+                   in_shardings=(shardings, batch_sh, sharding.replicated(mesh)),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return jitted, abstract_batch
 
 
 def _mix(rng, inputs, labels, mixup_alpha: float, cutmix_alpha: float):
@@ -246,16 +306,21 @@ def _flush(pending: list, writer, total_steps: int, clock: dict, global_batch: i
   clock.update(t=now, step=steps[-1], wait=0.0)
 
 
+def step_flops(compiled_step, num_devices: int) -> float:
+  """FLOPs of one call of a compiled SPMD step, over all devices (XLA's cost analysis)."""
+  cost = compiled_step.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  # XLA analyses the per-device (SPMD-partitioned) program; the step's total is N times that.
+  return float((cost or {}).get("flops", float("nan"))) * num_devices
+
+
 def _log_overview(params, compiled_step, global_batch: int, num_devices: int) -> float:
   """Logs the parameter table and the step's FLOPs (XLA cost analysis); returns FLOPs/step."""
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   logging.info("parameters:\n%s",
                parameter_overview.get_parameter_overview(params, include_stats=False))
-  cost = compiled_step.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  # XLA analyses the per-device (SPMD-partitioned) program; the step's total is N times that.
-  flops = float((cost or {}).get("flops", float("nan"))) * num_devices
+  flops = step_flops(compiled_step, num_devices)
   logging.info("train step: %.3g FLOPs per step in total (%d devices), %.3g per clip",
                flops, num_devices, flops / max(global_batch, 1))
   return flops
@@ -281,10 +346,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = checkpointing.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_primary = jax.process_index() == 0
-  mesh = sharding.make_mesh(config.get("mesh"), devices)
-  rules = sharding.logical_rules(config.get("sharding_rules"))
-  logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size,
-               jax.process_count())
   data_fn = data_fn or default_data_fn(config)
   seed = int(config.get("rng_seed", 0))
   proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -295,6 +356,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps_per_epoch = schedules.steps_per_epoch_of(config)
   total_steps = schedules.total_training_steps(config, steps_per_epoch) if mode != "eval" else 0
   tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
+  mesh, mesh_reason = make_run_mesh(
+      config, abstract_train_state(model, tx, input_shape_of(config))[0], devices)
+  rules = sharding.logical_rules(config.get("sharding_rules"))
+  logging.info("mesh %s over %d devices, %d processes (%s)", dict(mesh.shape), mesh.size,
+               jax.process_count(), mesh_reason)
 
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
@@ -326,8 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = fresh_state_from_params(params, tx, shardings)
   start_step = int(jax.device_get(state["step"]))
 
-  batch_sh = {k: sharding.batch_sharding(mesh, nd) for k, nd in
-              (("inputs", 5), ("label", 2), ("batch_mask", 1))}
+  batch_sh = batch_shardings(mesh)
   eval_average = config.get("eval_average", "logits")
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     eval_step = jax.jit(make_eval_step(model, config, eval_average),
@@ -370,14 +435,7 @@ def _train_loop(config, state, shardings, batch_sh, mesh, model, tx, lr_fn, trai
   local_train = local_batch_size(global_batch, mesh, "batch_size")
   train_iter: Iterator = iter(data_fn("train", local_train, seed=seed, start_step=start_step,
                                       **proc))
-  step_fn = make_train_step(model, tx, lr_fn, config)
-  abstract_batch = {
-      k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sh[k]) for k, (shape, dtype) in {
-          "inputs": ((global_batch,) + input_shape_of(config), jnp.float32),
-          "label": ((global_batch, num_classes_of(config)), jnp.float32),
-          "batch_mask": ((global_batch,), jnp.float32)}.items()}
-  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sh, sharding.replicated(mesh)),
-                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  jitted, abstract_batch = jit_train_step(config, model, tx, lr_fn, shardings, batch_sh, mesh)
   compiled = jitted.lower(state, abstract_batch, train_rng).compile()
   if is_primary:
     summary["flops_per_step"] = _log_overview(state["params"], compiled, global_batch,
