@@ -30,6 +30,8 @@ setuptools.setup(
     ],
     extras_require={
         "hf": ["torch>=2.4", "transformers>=4.40", "safetensors>=0.4"],
+        # TPU VMs: jax with libtpu (from PyPI), the same jax range as above.
+        "tpu": ["jax[tpu]>=0.10,<0.13"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

@@ -76,7 +76,7 @@ def test_dry_run_cli_on_8_cpu_devices(tmp_path):
   lines = out.stdout.splitlines()
   assert lines[0] == "vivit_jax dry run (nothing is trained, no data is read)"
   assert "devices: 8 x cpu (cpu), 1 process(es)" in lines
-  assert any(l.startswith("mesh: data=8 x fsdp=1 x tensor=1 (train state ") for l in lines)
+  assert any(l.startswith("mesh: data=8 x fsdp=1 x tensor=1 (params + gradients + optimizer state ") for l in lines)
   # Model 1: 1 + 2·2·2 tokens, one line per layer, XLA on a CPU ('auto').
   for i in range(2):
     assert (f"  Transformer/encoderblock_{i}/MultiHeadDotProductAttention_0: xla: 9 tokens "

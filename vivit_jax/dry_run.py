@@ -112,7 +112,7 @@ def _lines(r: dict) -> list[str]:
       f"mesh: {mesh} ({r['mesh_reason']})",
       "attention path per layer:",
       *[f"  {site}: {path}" for site, path in r["attention"]],
-      f"params: {r['params']:,} ({r['params'] / 1e6:.1f}M); train state per device "
+      f"params: {r['params']:,} ({r['params'] / 1e6:.2f}M); params + optimizer state per device "
       f"{sharding.format_bytes(r['state_bytes_per_device'])}",
       f"FLOPs per step: {r['flops_per_step']:.4g} in total, "
       f"{r['flops_per_step'] / max(r['global_batch'], 1):.4g} per clip",

@@ -107,7 +107,7 @@ def default_mesh(state_bytes: int, device_bytes: int | None, num_devices: int,
     (mesh config for `make_mesh`, the reason in words).
   """
   budget = None if device_bytes is None else REPLICATED_STATE_SHARE * device_bytes
-  state = f"train state {format_bytes(state_bytes)}"
+  state = f"params + gradients + optimizer state {format_bytes(state_bytes)}"
   if budget is None:
     return DEFAULT_MESH, f"{state}, device memory unknown: replicated, data parallel"
   share = f"{REPLICATED_STATE_SHARE:.0%} of {format_bytes(device_bytes)} per device"
