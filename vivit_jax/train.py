@@ -129,13 +129,15 @@ def make_run_mesh(config: ml_collections.ConfigDict, abstract_state, devices=Non
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng,
-                 mesh, rules):
+                 mesh, rules, *, abstract=None):
   """Sharded train state born on its devices, plus the state's shardings.
+
+  `abstract` is `abstract_train_state(...)` when the caller has it already (saves a trace).
 
   Returns:
     (state, state_shardings, boxed_abstract_params)
   """
-  abstract, boxed = abstract_train_state(model, tx, input_shape)
+  abstract, boxed = abstract or abstract_train_state(model, tx, input_shape)
   shardings = state_shardings(abstract, boxed, mesh, rules)
   init_params = _init_params_fn(model, input_shape)
 
@@ -356,15 +358,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps_per_epoch = schedules.steps_per_epoch_of(config)
   total_steps = schedules.total_training_steps(config, steps_per_epoch) if mode != "eval" else 0
   tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
-  mesh, mesh_reason = make_run_mesh(
-      config, abstract_train_state(model, tx, input_shape_of(config))[0], devices)
+  abstract = abstract_train_state(model, tx, input_shape_of(config))
+  mesh, mesh_reason = make_run_mesh(config, abstract[0], devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
   logging.info("mesh %s over %d devices, %d processes (%s)", dict(mesh.shape), mesh.size,
                jax.process_count(), mesh_reason)
 
   rng = jax.random.PRNGKey(seed)
   init_rng, train_rng = jax.random.split(rng)
-  state, shardings, _ = create_state(model, tx, input_shape_of(config), init_rng, mesh, rules)
+  state, shardings, _ = create_state(model, tx, input_shape_of(config), init_rng, mesh, rules,
+                                     abstract=abstract)
   manager = checkpointing.make_manager(
       workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
   writer = metrics_lib.MetricWriter(str(workdir), is_primary=is_primary)

@@ -78,7 +78,7 @@ def check_implementation(value: Any, dtype: str = "float32", platform: str | Non
 
 
 @dataclasses.dataclass(frozen=True)
-class Path:
+class AttentionPath:
   """What one attention call runs: the kernel, and the token count before/after padding."""
   kernel: str  # 'xla', 'cudnn', 'splash' or 'explicit' (attention dropout)
   tokens: int
@@ -113,26 +113,26 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def choose_path(implementation: str | None, q: jax.Array, *, dropout: bool = False,
-                platform: str | None = None) -> Path:
+                platform: str | None = None) -> AttentionPath:
   """The path for `q [b, l, heads, head_dim]` under `model.attention_implementation`."""
   tokens = q.shape[1]
   if dropout:
-    return Path("explicit", tokens, tokens, "attention dropout needs the weights")
+    return AttentionPath("explicit", tokens, tokens, "attention dropout needs the weights")
   if implementation in ("xla", "cudnn", "splash"):
-    return Path(implementation, tokens, padded_length(implementation, tokens))
+    return AttentionPath(implementation, tokens, padded_length(implementation, tokens))
   platform = platform or jax.default_backend()
   dtype = jnp.dtype(q.dtype).name
   kernel = {"gpu": "cudnn", "tpu": "splash"}.get(platform)
   if kernel is None:
-    return Path("xla", tokens, tokens, f"auto: no fused kernel on {platform}")
+    return AttentionPath("xla", tokens, tokens, f"auto: no fused kernel on {platform}")
   if dtype not in _DTYPES[kernel]:
-    return Path("xla", tokens, tokens, f"auto: {kernel} does not take {dtype}")
+    return AttentionPath("xla", tokens, tokens, f"auto: {kernel} does not take {dtype}")
   head_dim = q.shape[-1]
   if kernel == "cudnn" and (head_dim % 8 or head_dim > 128):
-    return Path("xla", tokens, tokens, f"auto: cudnn needs head_dim % 8 == 0 and <= 128")
+    return AttentionPath("xla", tokens, tokens, "auto: cudnn needs head_dim % 8 == 0 and <= 128")
   if tokens < AUTO_MIN_TOKENS:
-    return Path("xla", tokens, tokens, f"auto: < {AUTO_MIN_TOKENS} tokens")
-  return Path(kernel, tokens, padded_length(kernel, tokens), "auto")
+    return AttentionPath("xla", tokens, tokens, f"auto: < {AUTO_MIN_TOKENS} tokens")
+  return AttentionPath(kernel, tokens, padded_length(kernel, tokens), "auto")
 
 
 # Trace-time bookkeeping: each distinct choice is logged once; `record_paths` collects them
@@ -145,7 +145,7 @@ _EMULATE: contextvars.ContextVar = contextvars.ContextVar("vivit_attention_emula
 
 @contextlib.contextmanager
 def record_paths():
-  """Collects `(site, Path)` for every attention traced inside the block."""
+  """Collects `(site, AttentionPath)` for every attention traced inside the block."""
   paths: list = []
   token = _RECORDER.set(paths)
   try:
@@ -170,7 +170,7 @@ def _emulating() -> bool:
   return _EMULATE.get()
 
 
-def _note(site: str | None, path: Path, implementation) -> None:
+def _note(site: str | None, path: AttentionPath, implementation) -> None:
   paths = _RECORDER.get()
   if paths is not None:
     paths.append((site or "attention", path))
@@ -243,7 +243,6 @@ def _splash_kernel(q, k, v, tokens: int):
   if padded % block:
     raise ValueError(f"splash: {padded} padded tokens do not split into blocks of {block}")
   interpret = _emulating()
-  segment = (jnp.arange(padded) >= tokens).astype(jnp.int32)
   blocks = splash.BlockSizes(
       block_q=block, block_kv=block, block_kv_compute=block,
       block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
@@ -253,6 +252,7 @@ def _splash_kernel(q, k, v, tokens: int):
     kernel = splash.make_splash_mha(
         splash.MultiHeadMask([splash.FullMask((padded, padded))] * q.shape[1]),
         block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret)
+    segment = (jnp.arange(padded) >= tokens).astype(jnp.int32)
     ids = splash.SegmentIds(q=segment, kv=segment)
     return jax.vmap(lambda q, k, v: kernel(q, k, v, segment_ids=ids))(q, k, v)
 
