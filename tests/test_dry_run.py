@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-import jax
 import pytest
 
 from tests import train_helpers, train_procs
@@ -13,13 +12,15 @@ from vivit_jax.models import build_model
 GiB = 2**30
 
 
-def _state_bytes(config) -> int:
-  """What `train.make_run_mesh` weighs: params, their gradients and the optimizer state."""
+def _abstract_state(config):
   model = build_model(config.model, train.num_classes_of(config))
   tx, _ = optim.build_optimizer(config, schedules.steps_per_epoch_of(config))
-  abstract, _ = train.abstract_train_state(model, tx, train.input_shape_of(config))
-  nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))  # noqa: E731
-  return 2 * nbytes(abstract["params"]) + nbytes(abstract["opt_state"])
+  return train.abstract_train_state(model, tx, train.input_shape_of(config))[0]
+
+
+def _state_bytes(config) -> int:
+  """What `train.make_run_mesh` weighs: params, their gradients and the optimizer state."""
+  return train.replicated_state_bytes(_abstract_state(config))
 
 
 def test_default_mesh_rule_on_tpu_hosts_and_pods():
@@ -44,7 +45,12 @@ def test_default_mesh_rule_on_tpu_hosts_and_pods():
 def test_config_mesh_wins_over_the_rule(monkeypatch):
   monkeypatch.setattr(sharding, "device_memory_bytes", lambda device: 1)  # "nothing fits"
   config = train_helpers.tiny_config(mesh=(("data", 2), ("fsdp", 2), ("tensor", 2)))
-  assert dry_run.dry_run(config)["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
+  abstract = _abstract_state(config)
+  mesh, why = train.make_run_mesh(config, abstract)
+  assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2} and why == "config.mesh"
+  config.mesh = None
+  assert dict(train.make_run_mesh(config, abstract)[0].shape) == {
+      "data": 1, "fsdp": 8, "tensor": 1}
 
 
 def test_dry_run_shows_the_rules_fsdp_mesh(monkeypatch):

@@ -119,13 +119,17 @@ def make_run_mesh(config: ml_collections.ConfigDict, abstract_state, devices=Non
   if config.get("mesh"):
     return sharding.make_mesh(config.mesh, devices), "config.mesh"
   devices = list(jax.devices() if devices is None else devices)
-  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-  # Gradients are a second copy of the parameters during the step.
-  state_bytes = 2 * nbytes(abstract_state["params"]) + nbytes(abstract_state["opt_state"])
   mesh_config, reason = sharding.default_mesh(
-      state_bytes, sharding.device_memory_bytes(devices[0]), len(devices),
-      len({d.process_index for d in devices}))
+      replicated_state_bytes(abstract_state), sharding.device_memory_bytes(devices[0]),
+      len(devices), len({d.process_index for d in devices}))
   return sharding.make_mesh(mesh_config, devices), reason
+
+
+def replicated_state_bytes(abstract_state) -> int:
+  """Bytes one device holds for the step when nothing is sharded: parameters, their
+  gradients (a second copy during the step) and the optimizer state."""
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+  return 2 * nbytes(abstract_state["params"]) + nbytes(abstract_state["opt_state"])
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng,
