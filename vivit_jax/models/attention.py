@@ -46,7 +46,8 @@ CUDNN_MULTIPLE = 64
 # longer ones use 512-token blocks (3137 → 3584). With head_dim 64 a 128-token block does
 # little work per grid step, and a 3200-token sequence in 128 blocks has 625 steps per head
 # against 49 for 3584 in 512 blocks: the per-step overhead outweighs the 25% extra FLOPs of
-# the longer padding (3584² vs 3200²). Unmeasured (no TPU was lent): `splash_blocks` is the one place to tune.
+# the longer padding (3584² vs 3200²). Unmeasured (no TPU was lent): `splash_blocks` is the
+# one place to tune.
 SPLASH_TILE = 128
 SPLASH_MAX_BLOCK = 512
 
