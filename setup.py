@@ -35,6 +35,8 @@ setuptools.setup(
         "cuda12": ["jax[cuda12]>=0.10,<0.13"],
         "tpu": ["jax[tpu]>=0.10,<0.13"],
         "hf": ["torch>=2.4", "transformers>=4.40", "safetensors>=0.4"],
+        # TPU VMs: jax with libtpu (from PyPI), the same jax range as above.
+        "tpu": ["jax[tpu]>=0.10,<0.13"],
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",

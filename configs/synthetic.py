@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "attention_dropout_rate": 0.0,
       "stochastic_droplayer_rate": 0.0,
       "temporal_encoding_config": {"method": "3d_conv", "kernel_init_method": None},
+      "attention_implementation": "auto",
   })
 
   # From scratch, AdamW trains a small transformer far faster than SGD.

@@ -97,7 +97,7 @@ def test_bad_config_argument(tmp_path):
 
 def test_missing_workdir_flag(tmp_path):
   out = _main(tmp_path, f"--config={CONFIG}")
-  _assert_bad_input(out, "--workdir must have a value")
+  _assert_bad_input(out, "--workdir is required (except with --dry_run)")
 
 
 def test_help_states_the_conventions(tmp_path):

@@ -89,6 +89,7 @@ def vivit_model(size: str, attention_type: str, *, temporal_layers: int = 4,
       "attention_dropout_rate": 0.0,
       "dropout_rate": 0.0,
       "stochastic_droplayer_rate": droplayer,
+      "attention_implementation": "auto",  # models/attention.py: fused kernel where it helps
       "temporal_encoding_config": {"method": "3d_conv",
                                    "kernel_init_method": "central_frame_initializer"},
   })
@@ -144,7 +145,7 @@ def init_from_vit(checkpoint_path: str | None, *, size_change: str = "tile"
 
 def set_run_fields(config: ml_collections.ConfigDict, *, checkpoint_steps: int = 1000,
                    log_summary_steps: int = 100, log_eval_steps: int | None = None) -> None:
-  """Run length, logging, checkpointing and the device mesh (pure data parallelism)."""
+  """Run length, logging, checkpointing and the device mesh (`sharding.default_mesh`'s rule)."""
   set_run_length(config, epochs=config.get("num_training_epochs"),
                  steps=config.get("num_training_steps"))
   config.write_summary = True
@@ -154,7 +155,8 @@ def set_run_fields(config: ml_collections.ConfigDict, *, checkpoint_steps: int =
   config.log_summary_steps = log_summary_steps
   config.log_eval_steps = log_eval_steps
   config.xprof = False
-  config.mesh = (("data", -1), ("fsdp", 1), ("tensor", 1))
+  # Unset: sharding.default_mesh's rule (data parallel; FSDP per host when the state is big).
+  config.mesh = ml_collections.config_dict.placeholder(tuple)
   config.model_dtype_str = "float32"
   config.data_dtype_str = "float32"
   # Trainer options beyond Scenic's; present (typed, unset) so `--config.x=...` can set them.

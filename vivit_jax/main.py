@@ -7,6 +7,7 @@ r"""Train and/or evaluate a ViViT: `python -m vivit_jax.main --config=CONFIG --w
       --config.batch_size=64 --config.lr_configs.base_learning_rate=0.05
   python -m vivit_jax.main --config=configs/k400_fe.py --workdir=runs/eval --mode=eval \
       --config.eval_checkpoint_path=/ckpts/vivit_k400_fe/checkpoint
+  python -m vivit_jax.main --config=configs/k400_fe.py --dry_run      # what it would run here
 
 Conventions:
   --config.FIELD=VALUE overrides any field of the config file.
@@ -44,6 +45,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "HOST:PORT of process 0 (multi-host without auto-detection).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print devices, mesh, attention path per layer, params, FLOPs, batch "
+    "and memory of the compiled train step, then exit: no training, no data, no --workdir.")
 
 
 def _stop(code: int, what: str, error: BaseException) -> int:
@@ -63,7 +67,10 @@ def main(argv) -> int:
   try:
     config_lib.resolve_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
     config_check.validate_config(config)
-    preflight.check_paths(config, _WORKDIR.value, _MODE.value)
+    if not _DRY_RUN.value:
+      if not _WORKDIR.value:
+        raise UserInputError("--workdir is required (except with --dry_run)")
+      preflight.check_paths(config, _WORKDIR.value, _MODE.value)
   except ValueError as e:  # the config checker's errors are all about the user's input
     return _stop(EXIT_BAD_INPUT, "bad input", e)
 
@@ -73,6 +80,10 @@ def main(argv) -> int:
   from vivit_jax import train  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # one voice in the logs
+  if _DRY_RUN.value:
+    from vivit_jax import dry_run  # pylint: disable=g-import-not-at-top
+    dry_run.print_report(config)
+    return 0
   try:
     train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
   except UserInputError as e:
@@ -118,7 +129,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["config"])
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)

@@ -4,6 +4,7 @@ The model names its axes (`vivit_jax.models.partitioning`); this module maps tho
 the axes of a device mesh built from the config:
 
   config.mesh = (('data', -1), ('fsdp', 1), ('tensor', 1))   # -1: all remaining devices
+  config.mesh = None                                         # `default_mesh`'s rule
   config.sharding_rules = (('embed', 'fsdp'), ...)           # optional, replaces the defaults
 
 With the defaults, `data` and `fsdp` split the batch, `fsdp` additionally splits every
@@ -21,6 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 DEFAULT_MESH = (("data", -1), ("fsdp", 1), ("tensor", 1))
+# The default rule (`default_mesh`, used when `config.mesh` is unset) keeps the train state
+# replicated while it takes at most this share of one device's memory; the rest is left to
+# activations (ViViT-L's 3137-token Model 1 needs tens of GB of them at batch 8).
+REPLICATED_STATE_SHARE = 0.1
 # Batch axes of activations and inputs: split over every data-parallel mesh axis.
 BATCH_AXES = ("data", "fsdp")
 
@@ -96,12 +101,59 @@ def make_mesh(mesh_config: Sequence[tuple[str, int]] | None = None,
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
-  if len(devices) == len(jax.devices()):
+  hosts = len({d.process_index for d in devices})
+  if hosts > 1 and shape == (hosts, len(devices) // hosts, 1) and shape[1] > 1:
+    # FSDP within each host, data across hosts (`default_mesh`): one host's devices per row.
+    device_array = mesh_utils.create_hybrid_device_mesh(
+        (1, shape[1], 1), (hosts, 1, 1), devices, process_is_granule=True)
+  elif len(devices) == len(jax.devices()):
     # Lays the axes out along the physical topology (ICI rings on TPU; host-major across hosts).
     device_array = mesh_utils.create_device_mesh(shape, devices)
   else:
     device_array = np.asarray(devices).reshape(shape)
   return Mesh(device_array, MESH_AXES)
+
+
+def default_mesh(state_bytes: int, device_bytes: int | None, num_devices: int,
+                 num_processes: int = 1) -> tuple[tuple, str]:
+  """The mesh for an unset `config.mesh`: data parallel across hosts, and FSDP across the
+  chips of each host when the train state does not fit replicated.
+
+  Args:
+    state_bytes: parameters + optimizer state + gradients, unsharded.
+    device_bytes: one device's memory (None: unknown, e.g. CPU).
+    num_devices, num_processes: of the whole job.
+
+  Returns:
+    (mesh config for `make_mesh`, the reason in words).
+  """
+  budget = None if device_bytes is None else REPLICATED_STATE_SHARE * device_bytes
+  state = f"params + gradients + optimizer state {format_bytes(state_bytes)}"
+  if budget is None:
+    return DEFAULT_MESH, f"{state}, device memory unknown: replicated, data parallel"
+  share = f"{REPLICATED_STATE_SHARE:.0%} of {format_bytes(device_bytes)} per device"
+  if state_bytes <= budget:
+    return DEFAULT_MESH, f"{state} <= {share}: replicated, data parallel"
+  chips = num_devices // num_processes
+  return ((("data", num_processes), ("fsdp", chips), ("tensor", 1)),
+          f"{state} > {share}: FSDP over each host's {chips} devices, data parallel across "
+          f"{num_processes} host(s)")
+
+
+def format_bytes(n: float | None) -> str:
+  """`1.50 GiB`, `320.0 MiB`, ...; 'unknown' for None."""
+  if n is None:
+    return "unknown"
+  for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    if abs(n) >= size:
+      return f"{n / size:.2f} {unit}"
+  return f"{int(n)} B"
+
+
+def device_memory_bytes(device: jax.Device) -> int | None:
+  """Memory of one accelerator (its allocator's limit); None where jax does not say (CPU)."""
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
 
 
 def logical_rules(config_rules: Iterable[Sequence[Any]] | None = None) -> tuple:

@@ -56,19 +56,61 @@ def local_batch_size(global_size: int, mesh: jax.sharding.Mesh, name: str) -> in
   return global_size // jax.process_count()
 
 
-def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng,
-                 mesh, rules):
-  """The train state born sharded on its devices, and its shardings: `(state, shardings)`."""
-  init_params = config_facts.init_fn(model, input_shape)
-  boxed = jax.eval_shape(init_params, rng)
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, input_shape):
+  """Shapes of the train state, allocating nothing.
+
+  Returns:
+    (abstract_state, boxed_abstract_params): the boxed params carry the logical axis names.
+  """
+  boxed = jax.eval_shape(config_facts.init_fn(model, input_shape), jax.random.PRNGKey(0))
+  params = meta.unbox(boxed)
+  return {"params": params, "opt_state": jax.eval_shape(tx.init, params),
+          "step": jax.ShapeDtypeStruct((), jnp.int32)}, boxed
+
+
+def state_shardings(abstract_state, boxed, mesh, rules) -> dict:
+  """Shardings of the train state: params by their logical axes, optimizer state like them."""
   param_sh = sharding.param_shardings(boxed, mesh, rules)
-  abstract_params = meta.unbox(boxed)
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  shardings = {
+  return {
       "params": param_sh,
-      "opt_state": sharding.opt_state_shardings(abstract_opt, abstract_params, param_sh, mesh),
+      "opt_state": sharding.opt_state_shardings(abstract_state["opt_state"],
+                                                abstract_state["params"], param_sh, mesh),
       "step": sharding.replicated(mesh),
   }
+
+
+def make_run_mesh(config: ml_collections.ConfigDict, abstract_state, devices=None
+                  ) -> tuple[jax.sharding.Mesh, str]:
+  """`config.mesh`, or when it is unset `sharding.default_mesh`'s rule for this train state.
+
+  Returns:
+    (mesh, where its shape came from in words)
+  """
+  if config.get("mesh"):
+    return sharding.make_mesh(config.mesh, devices), "config.mesh"
+  devices = list(jax.devices() if devices is None else devices)
+  mesh_config, reason = sharding.default_mesh(
+      replicated_state_bytes(abstract_state), sharding.device_memory_bytes(devices[0]),
+      len(devices), len({d.process_index for d in devices}))
+  return sharding.make_mesh(mesh_config, devices), reason
+
+
+def replicated_state_bytes(abstract_state) -> int:
+  """Bytes one device holds for the step when nothing is sharded: parameters, their
+  gradients (a second copy during the step) and the optimizer state."""
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+  return 2 * nbytes(abstract_state["params"]) + nbytes(abstract_state["opt_state"])
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng,
+                 mesh, rules, *, abstract=None):
+  """The train state born sharded on its devices, and its shardings: `(state, shardings)`.
+
+  `abstract` is `abstract_train_state(...)` when the caller has it already (saves a trace).
+  """
+  abstract_state, boxed = abstract or abstract_train_state(model, tx, input_shape)
+  shardings = state_shardings(abstract_state, boxed, mesh, rules)
+  init_params = config_facts.init_fn(model, input_shape)
 
   def init_state(rng):
     params = meta.unbox(init_params(rng))
@@ -121,6 +163,24 @@ def make_train_step(model, tx, lr_fn, config) -> Callable:
     return {"params": params, "opt_state": opt_state, "step": step + 1}, out
 
   return step_fn
+
+
+def jit_train_step(config, model, tx, lr_fn, shardings, mesh):
+  """The jitted train step (explicit shardings, donated state) and the abstract global batch
+  it takes, for `.lower(state, batch, rng).compile()`."""
+  global_batch = int(config.batch_size)
+  abstract_batch = {
+      k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape)))
+      for k, (shape, dtype) in {
+          "inputs": ((global_batch,) + config_facts.input_shape(config),
+                     config_facts.data_dtype(config)),
+          "label": ((global_batch, config_facts.num_classes(config)), np.float32),
+          "batch_mask": ((global_batch,), np.float32)}.items()}
+  jitted = jax.jit(make_train_step(model, tx, lr_fn, config),
+                   in_shardings=(shardings, {k: v.sharding for k, v in abstract_batch.items()},
+                                 sharding.replicated(mesh)),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return jitted, abstract_batch
 
 
 def make_eval_step(model, config, average: str) -> Callable:
@@ -188,11 +248,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   logging.info("experiment %s (dataset %s), mode %s", config.get("experiment_name"),
                config.get("dataset_name"), mode)
 
+  # ------------------------------------------------------------------------- model, optimizer
+  model = config_facts.model(config)
+  steps_per_epoch = schedules.steps_per_epoch_of(config)
+  total_steps = schedules.total_training_steps(config, steps_per_epoch) if mode != "eval" else 0
+  tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
+
   # ------------------------------------------------------------------------- mesh
-  mesh = sharding.make_mesh(config.get("mesh"), devices)
+  abstract = abstract_train_state(model, tx, config_facts.input_shape(config))
+  mesh, mesh_reason = make_run_mesh(config, abstract[0], devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
-  logging.info("mesh %s over %d devices, %d processes", dict(mesh.shape), mesh.size,
-               jax.process_count())
+  logging.info("mesh %s over %d devices, %d processes (%s)", dict(mesh.shape), mesh.size,
+               jax.process_count(), mesh_reason)
   proc = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
   # ------------------------------------------------------------------------- data
@@ -205,16 +272,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                   "batch_mask": np.float32}
   prefetch = int(config.dataset_configs.get("prefetch_to_device", 2))
 
-  # ------------------------------------------------------------------------- model, optimizer
-  model = config_facts.model(config)
-  steps_per_epoch = schedules.steps_per_epoch_of(config)
-  total_steps = schedules.total_training_steps(config, steps_per_epoch) if mode != "eval" else 0
-  tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
-
   # ------------------------------------------------------------------------- state, born sharded
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
   state, shardings = create_state(model, tx, config_facts.input_shape(config), init_rng, mesh,
-                                  rules)
+                                  rules, abstract=abstract)
 
   # ------------------------------------------------------------------------- restore or init
   save_checkpoints = bool(config.get("checkpoint", True))
@@ -275,19 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     if mode != "eval" and start_step < total_steps:
       # --------------------------------------------------------------------- the step
-      abstract_batch = {
-          k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, nd))
-          for k, (shape, dtype, nd) in {
-              "inputs": ((global_batch,) + config_facts.input_shape(config),
-                         batch_dtypes["inputs"], 5),
-              "label": ((global_batch, config_facts.num_classes(config)), np.float32, 2),
-              "batch_mask": ((global_batch,), np.float32, 1)}.items()}
-      batch_sh = {k: v.sharding for k, v in abstract_batch.items()}
-      train_step = jax.jit(
-          make_train_step(model, tx, lr_fn, config),
-          in_shardings=(shardings, batch_sh, sharding.replicated(mesh)),
-          out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0,
-      ).lower(state, abstract_batch, train_rng).compile()
+      train_step, abstract_batch = jit_train_step(config, model, tx, lr_fn, shardings, mesh)
+      train_step = train_step.lower(state, abstract_batch, train_rng).compile()
       if is_primary:
         summary["flops_per_step"] = _log_overview(state["params"], train_step, global_batch,
                                                   mesh.size)
@@ -388,14 +438,19 @@ def _log_overview(params, compiled_step, global_batch: int, num_devices: int) ->
   from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   logging.info("parameters:\n%s",
                parameter_overview.get_parameter_overview(params, include_stats=False))
+  flops = step_flops(compiled_step, num_devices)
+  logging.info("train step: %.3g FLOPs per step in total (%d devices), %.3g per clip",
+               flops, num_devices, flops / max(global_batch, 1))
+  return flops
+
+
+def step_flops(compiled_step, num_devices: int) -> float:
+  """FLOPs of one call of a compiled SPMD step, over all devices (XLA's cost analysis)."""
   cost = compiled_step.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
   # XLA analyses the per-device (SPMD-partitioned) program; the step's total is N times that.
-  flops = float((cost or {}).get("flops", float("nan"))) * num_devices
-  logging.info("train step: %.3g FLOPs per step in total (%d devices), %.3g per clip",
-               flops, num_devices, flops / max(global_batch, 1))
-  return flops
+  return float((cost or {}).get("flops", float("nan"))) * num_devices
 
 
 def _summary_line(summary: dict) -> str:

@@ -160,7 +160,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
     dtype: activation dtype name; defaults to `model_config.model_dtype_str` or 'float32'
       (Scenic keeps `model_dtype_str` at the top level of the config; pass it here).
   """
-  from vivit_jax.models import attention as attn  # local: only for the list of valid values
+  from vivit_jax.models import attention as attn  # local: its checks of attention_implementation
   mc = model_config
   kind = mc.get("attention_config", {}).get("type", "spacetime")
   if kind not in ATTENTION_TYPES:
@@ -173,8 +173,8 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
         f"model.classifier={classifier!r} is not available with attention_config.type={kind!r}: "
         "Models 3 and 4 have no CLS token; use 'gap', 'gmp' or 'gsp'")
   impl = mc.get("attention_implementation", None)
-  if impl not in attn.IMPLEMENTATIONS:
-    raise ValueError(f"model.attention_implementation={impl!r}; valid: {list(attn.IMPLEMENTATIONS)}")
+  dtype_name = dtype or mc.get("model_dtype_str", "float32")
+  attn.check_implementation(impl, dtype_name)  # valid, and runnable on this platform
   if "patches" not in mc or "size" not in mc.patches:
     raise ValueError("model.patches.size is required, e.g. (16, 16, 2) = (fh, fw, ft)")
   common = dict(
@@ -191,7 +191,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
       stochastic_droplayer_rate=mc.get("stochastic_droplayer_rate", 0.0),
       attention_implementation=impl,
       remat=mc.get("remat", False),
-      dtype=dtype_named(dtype or mc.get("model_dtype_str", "float32")),
+      dtype=dtype_named(dtype_name),
   )
   if kind == "factorized_encoder":
     for part in ("spatial_transformer", "temporal_transformer"):
