@@ -305,10 +305,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary: dict[str, Any] = {"workdir": str(workdir)}
 
   # Resume ALWAYS wins over init_from: a run folder with checkpoints is this run's own.
-  latest = manager.latest_step()
+  # The newest checkpoint that restores completely (damaged newer ones are set aside, named).
+  latest, restored = checkpointing.restore_newest(manager, state, fall_back=mode != "eval")
   if latest is not None:
     logging.info("resuming from %s", manager.directory / str(latest))
-    state = checkpointing.restore(manager, latest, state)
+    state = restored
     writer.drop_after(latest)  # steps after the checkpoint are replayed, and logged again
   elif mode == "eval" and config.get("eval_checkpoint_path"):
     from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top

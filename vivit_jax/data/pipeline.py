@@ -22,9 +22,10 @@ Validation and test: finite; the host's records in order, each exactly once, the
 (`batch_mask` 0). Every host yields the same number of batches, ceil(max host records / b), so hosts
 stay in step in a multi-host evaluation.
 
-Bad records (not a SequenceExample, a missing key, a corrupt JPEG, a label out of range, a truncated
-file) are logged with the file, the record number and the key, counted in `dataset.skipped`, and
-replaced by a masked (batch_mask 0) zero clip, which keeps the step → examples map of training intact.
+Bad records (data that fails its CRC, not a SequenceExample, a missing key, a corrupt JPEG, a label
+out of range, a truncated file or a length header that fails its CRC) are logged with the file, the
+record number and the key, counted in `dataset.skipped`, and replaced by a masked (batch_mask 0)
+zero clip, which keeps the step → examples map of training intact.
 """
 import atexit
 import dataclasses
@@ -293,7 +294,11 @@ class VideoDataset:
       try:
         for position in self._positions():
           r = self._record_of(position, perms)
-          yield reader.read(r), position, self._example_ids[r]
+          try:
+            data = reader.read(r)
+          except tfrecord.CorruptRecordError:
+            continue  # A gap in `position`: `_failed` reports it.
+          yield data, position, self._example_ids[r]
       finally:
         reader.close()
 
@@ -316,6 +321,8 @@ class VideoDataset:
       try:
         reason = tfrecord.diagnose_clip(reader.read(r), self.cfg.label_keys,
                                         self.cfg.class_splits or (self.cfg.num_classes,))
+      except tfrecord.CorruptRecordError:
+        reason = "data CRC mismatch"
       finally:
         reader.close()
       self.skipped[where] = reason
