@@ -27,6 +27,7 @@ setuptools.setup(
         "tensorflow-cpu>=2.16",
         "av>=12",
         "tqdm>=4.60",
+        "google-crc32c>=1.5",  # TFRecord CRCs (C implementation)
     ],
     extras_require={
         "hf": ["torch>=2.4", "transformers>=4.40", "safetensors>=0.4"],

@@ -1,5 +1,6 @@
 """Faults: SIGKILL (also at several points of a checkpoint write) continues exactly; NaN stops;
 misfit and damaged checkpoints."""
+import errno
 import json
 import os
 import shutil
@@ -72,8 +73,7 @@ def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
 @pytest.mark.slow
 @pytest.mark.parametrize("point, complete", [
     ("started", [2, 4]),  # step 6 was being written: not a checkpoint
-    ("arrays_written", [2, 4]),
-    ("before_rename", [2, 4]),
+    ("before_rename", [2, 4]),  # written and finalised, not committed
     ("after_rename", [2, 4, 6]),  # the rename is the commit: step 6 is complete
 ])
 def test_sigkill_during_checkpoint_write(tmp_path, reference, point, complete):
@@ -243,4 +243,33 @@ def test_every_checkpoint_damaged_stops_instead_of_starting_over(tmp_path, refer
                      match=r"no checkpoint of .*checkpoints restores: checkpoint .*8 is damaged"):
     train.train_and_evaluate(th.tiny_config(num_training_steps=STEPS), str(tmp_path),
                              mode="train", data_fn=th.fake_data_fn, devices=jax.devices()[:1])
+  assert _complete_steps(tmp_path) == [2, 4, 6, 8]
+
+
+def test_disk_full_during_a_save_stops_and_keeps_older_checkpoints(tmp_path, reference,
+                                                                  monkeypatch):
+  from orbax.checkpoint._src.path import async_path  # pylint: disable=g-import-not-at-top
+  real_write = async_path.write_text
+
+  async def write_text(path, *args, **kwargs):  # every Orbax metadata write of step 6 fails
+    if "/checkpoints/6." in str(path):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return await real_write(path, *args, **kwargs)
+
+  monkeypatch.setattr(async_path, "write_text", write_text)
+  config = th.tiny_config(num_training_steps=STEPS, checkpoint_steps=2)
+  with pytest.raises(checkpointing.CheckpointSaveError) as err:
+    train.train_and_evaluate(config, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
+                             devices=jax.devices()[:1])
+  assert err.value.errno == errno.ENOSPC
+  message = str(err.value)
+  assert message.startswith(f"[Errno 28] cannot write checkpoint {tmp_path / 'checkpoints' / '6'}: "
+                            "No space left on device"), message
+  assert "previous checkpoints [2, 4]" in message and "\n" not in message
+  assert _complete_steps(tmp_path) == [2, 4]
+  monkeypatch.undo()  # space freed: the run resumes from step 4, exactly
+  train.train_and_evaluate(config, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
+                           devices=jax.devices()[:1])
+  losses = th.read_losses(tmp_path)
+  assert [losses[s] for s in range(1, STEPS + 1)] == [reference[1][s] for s in range(1, STEPS + 1)]
   assert _complete_steps(tmp_path) == [2, 4, 6, 8]

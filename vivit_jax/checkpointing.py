@@ -16,6 +16,7 @@ whose message is one line naming the folder and what is wrong.
 Pretrained weights (`config.init_from`) never go through this module: only our own run folder
 is ever resumed from.
 """
+import contextlib
 import logging
 import os
 import signal
@@ -47,8 +48,44 @@ def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
       cleanup_tmp_directories=True,  # leftovers of a write that was killed
       enable_async_checkpointing=async_save,
   )
-  return ocp.CheckpointManager(directory, options=options,
+  return _RunCheckpointManager(directory, options=options,
                                item_handlers={STATE: ocp.StandardCheckpointHandler()})
+
+
+class CheckpointSaveError(OSError):
+  """Writing a checkpoint failed (disk full, quota, I/O error); the older steps are intact."""
+
+
+class _RunCheckpointManager(ocp.CheckpointManager):
+  """Orbax's manager whose failed writes name the step folder (its errors arrive asynchronously,
+  at the next save or wait, behind a long trace)."""
+
+  _saving: int | None = None
+
+  def save(self, step, *args, **kwargs):
+    self.wait_until_finished()  # the previous save's failure is reported as that step's
+    self._saving = step
+    with self._explained():
+      return super().save(step, *args, **kwargs)
+
+  def wait_until_finished(self):
+    with self._explained():
+      super().wait_until_finished()
+
+  @contextlib.contextmanager
+  def _explained(self):
+    try:
+      yield
+    except OSError as e:
+      if isinstance(e, CheckpointSaveError):
+        raise
+      folder = self.directory / str(self._saving)
+      kept = [s for s in self.all_steps() if s != self._saving]
+      what = f"{e.strerror} ({e.filename})" if e.strerror else _one_line(e)
+      raise CheckpointSaveError(
+          e.errno, f"cannot write checkpoint {folder}: {what}; training stopped. The previous "
+          f"checkpoints {kept} in {self.directory} are intact: free space and rerun to resume "
+          "from the newest") from e
 
 
 def absolute(path: str | epath.Path) -> epath.Path:
