@@ -294,8 +294,27 @@ def make_clip_example(frames: Sequence[bytes], labels: Sequence[int], *,
   return ex.SerializeToString()
 
 
+def verify_file(path: str) -> int:
+  """Re-reads a whole file, checking every CRC; returns its number of records.
+
+  Raises:
+    CorruptRecordError: naming the file and the first problem.
+  """
+  index = index_files([path])
+  if index.problems:
+    raise CorruptRecordError(f"{path}: {index.problems[0][1]}")
+  reader = RecordReader(index)
+  try:
+    for i in range(len(index)):
+      reader.read(i)
+  finally:
+    reader.close()
+  return len(index)
+
+
 def write_records_atomically(path: str, records: Iterable[bytes]) -> int:
-  """Writes a TFRecord file under a temporary name, then renames it: no half-written file."""
+  """Writes a TFRecord file under a temporary name, re-reads it (CRCs), then renames it: no
+  half-written or unreadable file ever takes the name."""
   tmp = f"{path}.tmp-{os.getpid()}"
   count = 0
   try:
@@ -303,6 +322,8 @@ def write_records_atomically(path: str, records: Iterable[bytes]) -> int:
       for record in records:
         writer.write(record)
         count += 1
+    if verify_file(tmp) != count:
+      raise CorruptRecordError(f"{tmp}: {count} records written but not all read back")
     tf.io.gfile.rename(tmp, path, overwrite=True)
   except BaseException:
     if tf.io.gfile.exists(tmp):
