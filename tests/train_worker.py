@@ -26,6 +26,7 @@ def main():
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--slow_data", type=float, default=0.0)
+  parser.add_argument("--heartbeat_timeout", type=int, default=None)
   parser.add_argument("--kill_in_save", type=int, default=0)
   parser.add_argument("--kill_point", default="started",
                       choices=("started", "arrays_written", "before_rename", "after_rename"))
@@ -33,10 +34,11 @@ def main():
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
   import jax  # pylint: disable=g-import-not-at-top
+  from vivit_jax import distributed  # pylint: disable=g-import-not-at-top
   if args.num_processes > 1:
-    from vivit_jax import distributed  # pylint: disable=g-import-not-at-top
     distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
-                           num_processes=args.num_processes, process_id=args.process_id)
+                           num_processes=args.num_processes, process_id=args.process_id,
+                           heartbeat_timeout_seconds=args.heartbeat_timeout)
   import train_helpers as th  # pylint: disable=g-import-not-at-top
   from vivit_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
 
@@ -49,7 +51,8 @@ def main():
       yield batch
 
   config = th.tiny_config(num_training_steps=args.steps, checkpoint_steps=2)
-  train.train_and_evaluate(config, args.workdir, mode="train", data_fn=data_fn)
+  with distributed.stop_if_a_process_dies():
+    train.train_and_evaluate(config, args.workdir, mode="train", data_fn=data_fn)
   print("processes", jax.process_count(), "devices", jax.device_count(), flush=True)
 
 

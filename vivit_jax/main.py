@@ -28,13 +28,18 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "HOST:PORT of process 0 (multi-host without auto-detection).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (hosts).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", None,
+    "Multi-process: a process silent this long is declared dead and the others stop "
+    "(JAX's default: 100). See docs/training.md.")
 
 
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from vivit_jax import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         heartbeat_timeout_seconds=_HEARTBEAT.value)
   import jax  # pylint: disable=g-import-not-at-top
   from vivit_jax import config_check, train  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
@@ -42,7 +47,8 @@ def main(argv) -> int:
   config = _CONFIG.value
   config_check.validate_config(config)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
+    with distributed.stop_if_a_process_dies():
+      train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
   except FloatingPointError as e:
     logging.error("%s", e)
     print(f"vivit_jax stopped: {e}", file=sys.stderr, flush=True)

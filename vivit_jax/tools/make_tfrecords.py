@@ -38,6 +38,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 _TIME_EPS = 1e-3  # Fraction of an output frame period treated as "same time".
+# Largest frame accepted (8K UHD is 7680 x 4320): a damaged header claiming 65000 x 65000 pixels
+# would otherwise make the decoder allocate gigabytes per frame.
+MAX_SIDE, MAX_PIXELS = 16384, 8192 * 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +135,9 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
     if not container.streams.video:
       raise ValueError("no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+      raise ValueError("the video stream's codec is unknown to FFmpeg")
+    _check_size(stream.codec_context.width, stream.codec_context.height, "the container announces")
     stream.thread_type = "AUTO"
     if start:
       container.seek(int(start / stream.time_base), stream=stream, backward=True)
@@ -147,6 +153,7 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
       if end is not None and t >= end:
         break
       if size is None:
+        _check_size(frame.width, frame.height, "the first frame has")
         size = _target_size(frame.width, frame.height, min_resize)
       if t0 is None:
         t0 = t
@@ -167,6 +174,12 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
     while t0 + k * period < stop - _TIME_EPS * period:
       yield prev
       k += 1
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+  if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+    raise ValueError(f"{what} {width}x{height} pixels, which exceeds the limit of {MAX_SIDE} per "
+                     f"side and {MAX_PIXELS} in all (a damaged header?)")
 
 
 def _announced_end(stream) -> Optional[float]:
