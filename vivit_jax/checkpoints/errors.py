@@ -1,4 +1,5 @@
 """Errors raised when a checkpoint cannot be read or does not fit a model."""
+import contextlib
 
 
 class CheckpointFormatError(ValueError):
@@ -35,3 +36,21 @@ class CheckpointMismatchError(ValueError):
       lines.append(f"  in the checkpoint but unused by the model ({len(self.unused)}):")
       lines += [f"    {p}" for p in self.unused]
     super().__init__("\n".join(lines))
+
+
+@contextlib.contextmanager
+def reading(source: str, what: str):
+  """Any error while decoding `source` leaves as a `CheckpointFormatError` naming it.
+
+  A damaged file fails deep inside a decoder (a key with a '/', an array of the wrong size, a
+  JSON field of the wrong type): the user needs the file and the first line, not the trace.
+  """
+  try:
+    yield
+  except (CheckpointFormatError, CheckpointMismatchError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    first = next((line for line in str(e).splitlines() if line.strip()), "")[:300]
+    message = first if str(source) in first else (
+        f"{source} is not a readable {what} ({type(e).__name__}: {first})")
+    raise CheckpointFormatError(message) from e

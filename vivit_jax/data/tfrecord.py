@@ -251,11 +251,15 @@ def diagnose_clip(serialized: bytes, label_keys: Sequence[str],
     for v, w in zip(labels, widths):
       if not 0 <= v < w:
         return f"label {v} under {list(label_keys)} outside [0, {w})"
+  sizes = []
   for t, jpeg in enumerate(frame_bytes):
     try:
-      tf.io.decode_jpeg(jpeg)
+      sizes.append(tuple(tf.io.decode_jpeg(jpeg).shape[:2]))
     except Exception as e:  # pylint: disable=broad-except
       return f"key '{FRAMES_KEY}' frame {t}: not a decodable JPEG ({str(e).splitlines()[0]})"
+    if sizes[t] != sizes[0]:
+      return (f"key '{FRAMES_KEY}': frame {t} is {sizes[t][0]}x{sizes[t][1]} pixels, frame 0 "
+              f"{sizes[0][0]}x{sizes[0][1]} (all frames of a clip must have one size)")
   return "processing failed for an unknown reason (record looks valid)"
 
 
