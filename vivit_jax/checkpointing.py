@@ -28,7 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError
+from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError, first_line
 
 STATE = "state"
 DAMAGED_SUFFIX = ".damaged"
@@ -162,11 +162,9 @@ def restore_newest(manager: ocp.CheckpointManager, abstract_state: dict, *,
   return None, None
 
 
-def _one_line(error: Exception, limit: int = 300) -> str:
-  """The first line of an error's message (TensorStore's run to ~150 lines), cut to `limit`."""
-  text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-  text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+def _one_line(error: Exception) -> str:
+  text = first_line(error)
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:

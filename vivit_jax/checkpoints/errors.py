@@ -50,7 +50,15 @@ def reading(source: str, what: str):
   except (CheckpointFormatError, CheckpointMismatchError):
     raise
   except Exception as e:  # pylint: disable=broad-except
-    first = next((line for line in str(e).splitlines() if line.strip()), "")[:300]
+    first = first_line(e)
     message = first if str(source) in first else (
         f"{source} is not a readable {what} ({type(e).__name__}: {first})")
     raise CheckpointFormatError(message) from e
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """The first line of an error's message (TensorStore's run to ~150 lines and may embed a
+  trace), cut to `limit` characters."""
+  text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+  text = text.split("Traceback (most recent call last)")[0].rstrip()
+  return text if len(text) <= limit else text[:limit - 3] + "..."
