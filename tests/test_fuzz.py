@@ -8,6 +8,7 @@ counts of inputs and outcomes are printed (`pytest -s` shows them).
 """
 import collections
 import contextlib
+import io
 import json
 import os
 import pathlib
@@ -299,17 +300,25 @@ def _hf_folder(path: pathlib.Path) -> None:
       "qkv_bias": True, "num_labels": 3}))
 
 
-def _try(load, path, outcomes, kind, name_in_error: str) -> None:
-  """Loads one input: a clear error naming it, or (damage the format cannot see) a load."""
-  try:
-    load(str(path))
-  except CLEAR as e:
-    message = str(e)
-    assert name_in_error in message, (kind, message)
-    outcomes[f"error {type(e).__name__}"] += 1
-  else:
-    assert "wrong tree" not in kind and "pickle" not in kind, (kind, path)
-    outcomes["loaded (the changed bytes are not covered by a checksum of the format)"] += 1
+def _load_all(load, cases, root: pathlib.Path) -> collections.Counter:
+  """Loads every (kind, path) input: a clear error naming it, or (damage the format cannot see)
+  a load. The loader writes nothing (the tree under `root` is unchanged)."""
+  outcomes = collections.Counter()
+  before = _tree(root)
+  with deadline(100):
+    for kind, path in cases:
+      try:
+        load(str(path))
+      except CLEAR as e:
+        assert str(path) in str(e), (kind, str(e))
+        # One line, except the mismatch list (one line per parameter).
+        assert isinstance(e, checkpoints.CheckpointMismatchError) or "\n" not in str(e), str(e)
+        outcomes[f"error {type(e).__name__}"] += 1
+      else:
+        assert "wrong tree" not in kind and "pickle" not in kind, (kind, path)
+        outcomes["loaded (the changed bytes are not covered by a checksum of the format)"] += 1
+  assert _tree(root) == before
+  return outcomes
 
 
 def test_checkpoint_loaders_fuzz(tmp_path):
@@ -324,38 +333,37 @@ def test_checkpoint_loaders_fuzz(tmp_path):
   inputs = mutants(rng, good, N) + [
       ("wrong tree", serialization.msgpack_serialize(t)) for t in (
           [1, 2], {"params": {}}, {"optimizer": 5}, {"params": "x"}, {"global_step": 1})]
-  outcomes = collections.Counter()
-  (tmp_path / "scenic").mkdir()
-  with deadline(60):
-    for k, (kind, data) in enumerate(inputs):
-      path = tmp_path / "scenic" / f"checkpoint_{k}"
-      path.write_bytes(data)
-      _try(checkpoints.load_scenic_checkpoint, path, outcomes, kind, path.name)
-  (tmp_path / "scenic" / "checkpoint_99999").write_bytes(good)  # newest in the folder: loads
+  cases = []
+  for k, (kind, data) in enumerate(inputs):
+    cases.append((kind, tmp_path / "scenic" / str(k) / "checkpoint"))
+    cases[-1][1].parent.mkdir(parents=True)
+    cases[-1][1].write_bytes(data)
+  report["Scenic msgpack"] = _load_all(checkpoints.load_scenic_checkpoint, cases, tmp_path)
+  (tmp_path / "scenic" / "0" / "checkpoint_7").write_bytes(good)  # a good one beside: loads
   np.testing.assert_array_equal(
-      checkpoints.load_scenic_checkpoint(str(tmp_path / "scenic"))["cls"], flat["cls"])
-  report["Scenic msgpack"] = outcomes
+      checkpoints.load_scenic_checkpoint(str(tmp_path / "scenic" / "0"))["cls"], flat["cls"])
 
-  # ViT npz.
-  def npz(arrays, allow_pickle=False):
-    path = tmp_path / "tmp.npz"
-    with open(path, "wb") as f:
-      np.savez(f, **arrays) if not allow_pickle else np.savez(f, **arrays, allow_pickle=True)
-    return path.read_bytes()
+  # ViT npz, with an object array whose pickle would create `marker`.
+  def npz(arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
-  good = npz(flat)
   boom = np.empty(1, object)
   boom[0] = _Boom(str(marker))
-  inputs = mutants(rng, good, N) + [
-      ("wrong tree", npz({"a": np.zeros(3)})), ("pickled object array", npz({"x": boom}))]
-  outcomes = collections.Counter()
-  (tmp_path / "npz").mkdir()
-  with deadline(60):
-    for k, (kind, data) in enumerate(inputs):
-      path = tmp_path / "npz" / f"{k}.npz"
-      path.write_bytes(data)
-      _try(checkpoints.load_vit_params, path, outcomes, kind, path.name)
-  report["ViT npz"] = outcomes
+  pickled = npz({"x": boom})
+  probe = np.empty(1, object)
+  probe[0] = _Boom(str(tmp_path / "probe"))
+  np.load(io.BytesIO(npz({"x": probe})), allow_pickle=True)["x"]  # a live pickle indeed
+  assert (tmp_path / "probe").is_dir()
+  inputs = mutants(rng, npz(flat), N) + [
+      ("wrong tree", npz({"a": np.zeros(3)})), ("pickled object array", pickled)]
+  cases = []
+  for k, (kind, data) in enumerate(inputs):
+    cases.append((kind, tmp_path / "npz" / f"{k}.npz"))
+    cases[-1][1].parent.mkdir(exist_ok=True)
+    cases[-1][1].write_bytes(data)
+  report["ViT npz"] = _load_all(checkpoints.load_vit_params, cases, tmp_path)
 
   # Hugging Face folder: the weights, the config, or a pickle instead of safetensors.
   base = tmp_path / "hf_base"
@@ -365,47 +373,43 @@ def test_checkpoint_loaders_fuzz(tmp_path):
   config = (base / "config.json").read_bytes()
   inputs = [("weights " + k, "model.safetensors", d) for k, d in mutants(rng, weights, N - 50)]
   inputs += [("config " + k, "config.json", d) for k, d in mutants(rng, config, 40)]
-  for key, value in (("hidden_size", "16"), ("hidden_size", -4), ("num_hidden_layers", 7),
+  for key, value in (("hidden_size", "abc"), ("hidden_size", -4), ("num_hidden_layers", 7),
                      ("tubelet_size", [2]), ("image_size", "big"), ("hidden_act", "relu"),
                      ("layer_norm_eps", None), ("model_type", "bert"), ("num_frames", [8]),
                      ("intermediate_size", 1e30)):
-    inputs.append((f"config {key}={value!r}", "config.json",
+    inputs.append((f"wrong tree: config {key}={value!r}", "config.json",
                    json.dumps(dict(json.loads(config), **{key: value})).encode()))
   import torch  # pylint: disable=g-import-not-at-top
-  torch.save({"w": _Boom(str(marker))}, str(tmp_path / "boom.bin"))
-  inputs.append(("pickle in pytorch_model.bin", "pytorch_model.bin",
-                 (tmp_path / "boom.bin").read_bytes()))
-  outcomes = collections.Counter()
-  with deadline(60):
-    for k, (kind, name, data) in enumerate(inputs):
-      folder = tmp_path / "hf" / str(k)
-      shutil.copytree(base, folder)
-      if name == "pytorch_model.bin":
-        (folder / "model.safetensors").unlink()
-      (folder / name).write_bytes(data)
-      _try(checkpoints.import_hf, folder, outcomes, kind, str(folder))
-  report["HF folder"] = outcomes
+  buffer = io.BytesIO()
+  torch.save({"w": _Boom(str(marker))}, buffer)
+  inputs.append(("pickle in pytorch_model.bin", "pytorch_model.bin", buffer.getvalue()))
+  cases = []
+  for k, (kind, name, data) in enumerate(inputs):
+    folder = tmp_path / "hf" / str(k)
+    shutil.copytree(base, folder)
+    if name == "pytorch_model.bin":
+      (folder / "model.safetensors").unlink()
+    (folder / name).write_bytes(data)
+    cases.append((kind, folder))
+  report["HF folder"] = _load_all(checkpoints.import_hf, cases, tmp_path)
 
   # Orbax folder: one file of the checkpoint damaged, or gone.
   base = tmp_path / "orbax_base"
   checkpoints.save_params({"a": {"kernel": flat["embedding/kernel"]}, "b": flat["cls"]}, base)
   files = sorted(p.relative_to(base) for p in base.rglob("*") if p.is_file())
-  inputs = []
+  cases = []
   for k in range(N):
     name = files[k % len(files)]
-    data = (base / name).read_bytes()
-    inputs.append((name, "deleted" if k % 7 == 6 else mutants(rng, data, 2)[int(k % 5 == 0)]))
-  outcomes = collections.Counter()
-  with deadline(100):
-    for k, (name, mutant) in enumerate(inputs):
-      folder = tmp_path / "orbax" / str(k)
-      shutil.copytree(base, folder)
-      if mutant == "deleted":
-        (folder / name).unlink()
-      else:
-        (folder / name).write_bytes(mutant[1])
-      _try(checkpoints.load_params, folder, outcomes, f"{name} {mutant}", str(folder))
-  report["Orbax folder"] = outcomes
+    folder = tmp_path / "orbax" / str(k)
+    shutil.copytree(base, folder)
+    if k % 7 == 6:
+      (folder / name).unlink()
+      cases.append((f"{name} deleted", folder))
+    else:
+      kind, data = mutants(rng, (base / name).read_bytes(), 2)[int(k % 5 != 0)]
+      (folder / name).write_bytes(data)
+      cases.append((f"{name} {kind}", folder))
+  report["Orbax folder"] = _load_all(checkpoints.load_params, cases, tmp_path)
 
   assert not marker.exists(), "a pickle was executed"
   for name, outcomes in report.items():

@@ -196,6 +196,17 @@ def state_dict_to_params(sd: Mapping[str, np.ndarray], mc: ml_collections.Config
   flat["Transformer/encoder_norm/bias"] = take("vivit.layernorm.bias")
   flat["output_projection/kernel"] = _linear_in_out(take("classifier.weight"))
   flat["output_projection/bias"] = take("classifier.bias")
+  # config.json and the tensors must agree, or the returned config would not build this model.
+  expected = {"embedding/bias": (d,), "Transformer/encoder_norm/scale": (d,)}
+  for i in range(mc.num_layers):
+    mlp = f"Transformer/encoderblock_{i}/MlpBlock_0/"
+    expected[mlp + "Dense_0/kernel"] = (d, mc.mlp_dim)
+    expected[mlp + "Dense_1/kernel"] = (mc.mlp_dim, d)
+  wrong = [(k, shape, tuple(flat[k].shape)) for k, shape in expected.items()
+           if tuple(flat[k].shape) != shape]
+  if wrong:
+    raise CheckpointMismatchError(source, shape_mismatches=wrong,
+                                  note="(config.json and the weights disagree)")
   unused = sorted(set(sd) - used)
   if unused:
     raise CheckpointMismatchError(source, unused=unused,
