@@ -40,7 +40,7 @@ _CRC_MASK_DELTA = 0xA282EAD8
 
 
 class CorruptRecordError(ValueError):
-  """A record whose data does not match its CRC (message: location and "data CRC mismatch")."""
+  """A record that fails its CRC, or a file cut short; the message names the file and record."""
 
 
 def masked_crc(data: bytes) -> int:
@@ -337,7 +337,8 @@ def write_records_atomically(path: str, records: Iterable[bytes]) -> int:
 
 
 def iterate_records(path: str) -> Iterator[bytes]:
-  """All records of one file, in order (for tools and tests)."""
+  """All records of one file, in order (for tools and tests); a truncated tail is logged and
+  skipped, a record that fails its CRC raises `CorruptRecordError`."""
   index = index_files([path])
   reader = RecordReader(index)
   try:
