@@ -34,11 +34,13 @@ def _complete_steps(workdir):
   return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
-def _start_and_wait(workdir, step: int):
-  """A slow-data worker, returned once it has logged `step`."""
+def _start_and_wait(workdir, step: int, checkpoint: int = 0):
+  """A slow-data worker, returned once it has logged `step` (and committed `checkpoint`: on a
+  loaded machine the asynchronous save can lag a step behind)."""
   proc = train_procs.start(workdir, STEPS, "--slow_data=0.4")
   deadline = time.time() + 240
-  while not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < step:
+  while (not (workdir / "metrics.jsonl").exists() or max(th.read_losses(workdir) or [0]) < step
+         or checkpoint and checkpoint not in _complete_steps(workdir)):
     assert proc.poll() is None and time.time() < deadline, f"worker ended before step {step}"
     time.sleep(0.05)
   return proc
@@ -57,7 +59,7 @@ def _assert_same_losses(workdir, reference):
 @pytest.mark.slow
 def test_sigkill_then_restart_continues_exactly(tmp_path, reference):
   workdir = tmp_path / "run"
-  proc = _start_and_wait(workdir, 5)
+  proc = _start_and_wait(workdir, 5, checkpoint=4)
   os.kill(proc.pid, signal.SIGKILL)
   assert proc.wait(timeout=60) == -signal.SIGKILL
   killed_at = max(th.read_losses(workdir))
