@@ -29,6 +29,7 @@ setuptools.setup(
         "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "av>=12",
         "tqdm>=4.60",
+        "google-crc32c>=1.5",  # TFRecord CRCs (C implementation)
     ],
     extras_require={
         # Accelerators (docs/install.md): jax's own extras, at the jax version above.
