@@ -17,7 +17,8 @@ batch 32), over the grid of the paper (Arnab et al., 2021):
   frames        Model 2 on T/4, T/2 and T frames at the dataset's stride and test views (on
                 the synthetic sets: one central window) (paper Fig. 9).
 Settings that are the same model (Model 1 central frame; Model 2 on T frames) run once and appear in
-each group. For each it reports the test top-1, parameters, training FLOPs per clip (XLA's count
+each group. For each it reports the test top-1, the train top-1 over each quarter of the steps (how
+fast it learnt), parameters, training FLOPs per clip (XLA's count
 of the compiled train step, forward and backward, divided by the batch) and ms per train step (the
 trainer's own timing, median over the run, compilation excluded) as one markdown table on stdout;
 `--json` also writes every figure with the machine, date and command.
@@ -206,22 +207,26 @@ def tokens_of(config: ml_collections.ConfigDict) -> str:
   return f"{t}×{n}"
 
 
+def train_accuracy_curve(workdir: pathlib.Path) -> list[list[float]]:
+  """[[step, train top-1 over the steps since the previous log]] from `metrics.jsonl`."""
+  return [[r["step"], r["train_accuracy"]] for r in metrics.read_metrics(str(workdir))
+          if r.get("train_accuracy") is not None]
+
+
 def run_cell(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Trains and tests one setting in `workdir` (or reuses its finished result)."""
   key = config_key(config)
-  result_path = workdir / RESULT_FILE
+  result_path, started_path = workdir / RESULT_FILE, workdir / "ablation_config.json"
   if result_path.exists():
     result = json.loads(result_path.read_text())
     if result.get("config_key") == key:
-      return dict(result, reused=True)
-  if workdir.exists() and not (workdir / "config.json").exists():
-    shutil.rmtree(workdir)
-  elif (workdir / "config.json").exists() and json.loads(
-      (workdir / "config.json").read_text()).get("config_key") != key:
+      return dict(result, reused=True, train_accuracy=train_accuracy_curve(workdir))
+  if workdir.exists() and (not started_path.exists() or
+                           json.loads(started_path.read_text()).get("config_key") != key):
     shutil.rmtree(workdir)  # Another setting's checkpoints would be resumed.
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(json.dumps({"config_key": key,
-                                                   "config": config.to_dict()}, default=str))
+  started_path.write_text(json.dumps({"config_key": key, "config": config.to_dict()},
+                                     default=str))
   start = time.time()
   with contextlib.redirect_stdout(sys.stderr):  # the trainer's summary line; stdout is the table
     summary = train.train_and_evaluate(config, str(workdir))
@@ -241,18 +246,19 @@ def run_cell(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       "tokens": tokens_of(config),
   }
   result_path.write_text(json.dumps(result, indent=1))
-  return dict(result, reused=False)
+  return dict(result, reused=False, train_accuracy=train_accuracy_curve(workdir))
 
 
 def markdown(rows: list[dict], dataset: str) -> str:
-  lines = [f"| group | setting | tokens (t×n) | top-1 on {dataset} (%) | params | train GFLOPs "
-           "per clip | ms per step | paper K400 top-1 (%) |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [f"| group | setting | tokens (t×n) | top-1 on {dataset} (%) | train top-1 by quarter "
+           "of the steps (%) | params | train GFLOPs per clip | ms per step | paper K400 top-1 (%) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     flops = "—" if r["train_gflops_per_clip"] is None else f"{r['train_gflops_per_clip']:.4f}"
     ms = "—" if r["ms_per_step"] is None else f"{r['ms_per_step']:.0f}"
     paper = PAPER_K400.get(r["name"])
-    lines.append(f"| {r['group']} | {r['name']} | {r['tokens']} | {100 * r['top1']:.1f} | "
+    curve = "/".join(f"{100 * acc:.0f}" for _, acc in r["train_accuracy"]) or "—"
+    lines.append(f"| {r['group']} | {r['name']} | {r['tokens']} | {100 * r['top1']:.1f} | {curve} | "
                  f"{r['params'] / 1e3:.1f}k | {flops} | {ms} | "
                  f"{'—' if paper is None else paper} |")
   return "\n".join(lines)

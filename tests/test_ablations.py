@@ -48,7 +48,7 @@ def test_tiny_run_prints_the_table_and_reuses_finished_settings(monkeypatch, tmp
           f"--json={tmp_path / 'ablations.json'}"]
   assert ablations.main(args) == 0
   table = capsys.readouterr().out.splitlines()
-  assert table[0].startswith("| group | setting | tokens (t×n) | top-1 on synthetic_order (%)")
+  assert table[0].startswith("| group | setting | tokens (t×n) | top-1 on synthetic_order (%) | train")
   assert table[2].startswith("| tokenisation | uniform frame sampling | 8×16 |")
   assert table[2].endswith("| 78.5 |") and table[3].endswith("| 75.8 |")
   assert table[4].startswith("| frames | Model 2 (4 frames) | 2×16 |")
@@ -59,13 +59,14 @@ def test_tiny_run_prints_the_table_and_reuses_finished_settings(monkeypatch, tmp
   for r in rows:
     assert r["steps"] == 2 and r["num_test_videos"] == 24 and 0 <= r["top1"] <= 1
     assert r["params"] > 1000 and r["train_gflops_per_clip"] > 0 and r["ms_per_step"] > 0
-    assert not r["reused"]
+    assert not r["reused"] and [step for step, _ in r["train_accuracy"]] == [1, 2]
   assert rows[1]["params"] < rows[2]["params"]  # no temporal transformer in the baseline
   assert (tmp_path / "data" / "synthetic_order_tiny" / "label_map.json").exists()
 
   assert ablations.main(args) == 0  # finished settings are reused, not trained again
   again = json.loads((tmp_path / "ablations.json").read_text())["rows"]
   assert all(r["reused"] for r in again)
+  assert [r["train_accuracy"] for r in again] == [r["train_accuracy"] for r in rows]
   assert [r["top1"] for r in again] == [r["top1"] for r in rows]
   with pytest.raises(SystemExit, match="--only: unknown \\['Model 5'\\]"):
     ablations.main(["--tiny", "--only=Model 5"])
