@@ -326,3 +326,9 @@ def test_sharded_apply_equals_single_device():
   with mesh:
     out = apply(params, video)
   np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_uniform_frame_sampling_inside_jit():
+  # The trainer traces the model under jax.jit: the sampled indices must still be concrete.
+  frames = jax.jit(lambda v: v[embed.uniform_frame_indices(16, 8)])(jnp.arange(16.0))
+  np.testing.assert_array_equal(frames, [2, 4, 5, 7, 9, 11, 12, 14])

@@ -20,8 +20,9 @@ def data_root() -> str:
       os.path.expanduser("~"), ".cache", "vivit_jax")
 
 
-def synthetic_base_dir() -> str:
-  return os.path.join(data_root(), "synthetic_motion")
+def synthetic_base_dir(task: str = "motion") -> str:
+  """Where the synthetic set of `task` ('motion' or 'order') lives: `data_root()/synthetic_<task>`."""
+  return os.path.join(data_root(), f"synthetic_{task}")
 
 
 def video_dataset(name: str, num_classes: int, sizes: dict, *, tables: dict | None = None,
@@ -220,10 +221,11 @@ def resolve_overrides(config: ml_collections.ConfigDict, overrides: dict) -> Non
     config[other] = None
 
 
-def synthetic_dataset() -> ml_collections.ConfigDict:
-  """The synthetic motion set (8 classes, 32×32, 16 frames) at `synthetic_base_dir()`."""
+def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
+  """A synthetic set (32×32, 16 frames) at `synthetic_base_dir(task)`: the motion set (8 classes)
+  or the order set (6 classes, `vivit_jax.data.synthetic`)."""
   from vivit_jax.data import synthetic  # local: pulls in TensorFlow
-  return synthetic.default_dataset_configs(synthetic_base_dir())
+  return synthetic.default_dataset_configs(synthetic_base_dir(task), task)
 
 
 def synthetic_tfds_dir() -> str:

@@ -48,7 +48,7 @@ class SyntheticMotion(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         features=tfds.features.FeaturesDict({
             "video": tfds.features.Video((s.num_frames, s.frame_size, s.frame_size, 3),
                                          encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(names=list(synthetic.CLASS_NAMES)),
+            "label": tfds.features.ClassLabel(names=list(synthetic.task_of(s)[1])),
         }),
         supervised_keys=("video", "label"),
         # Clip order as generated: record k of a split is clip k, as in `split_clips`.

@@ -58,7 +58,8 @@ def uniform_frame_indices(num_frames: int, n_sampled_frames: int) -> np.ndarray:
   if n_sampled_frames >= num_frames:
     return np.arange(num_frames)
   step = num_frames / (n_sampled_frames + 1)
-  idx = np.round(np.asarray(jnp.arange(step, num_frames, step))).astype(np.int32)
+  with jax.ensure_compile_time_eval():  # Concrete indices even while a jit traces the model.
+    idx = np.round(np.asarray(jnp.arange(step, num_frames, step))).astype(np.int32)
   if len(idx) != n_sampled_frames:
     logging.warning("temporal_sampling: %d frames, n_sampled_frames=%d samples %d frames "
                     "(Scenic's behaviour, kept for checkpoint compatibility)",
