@@ -29,6 +29,8 @@ setuptools.setup(
         "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "av>=12",
         "tqdm>=4.60",
+        "matplotlib>=3.7",  # tools/visualize.py (Agg backend: no display needed)
+        "Pillow>=10",  # tools/visualize.py: overlays and GIFs
     ],
     extras_require={
         # Accelerators (docs/install.md): jax's own extras, at the jax version above.
@@ -44,6 +46,10 @@ setuptools.setup(
             "torch==2.13.0",
             "transformers>=4.40",
             "safetensors>=0.4",
+            # tests/test_notebook.py executes colabs/finetune.ipynb.
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6.25",
         ],
     },
     classifiers=[
