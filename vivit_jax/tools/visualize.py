@@ -27,14 +27,16 @@ A run's report (training curves, confusion matrix, per-class accuracy, config):
 
 reads WORKDIR/metrics.jsonl, eval_results.json, confusion_matrix.json and config.json and
 writes PNGs and one self-contained report.html (images embedded) into WORKDIR or `--output_dir`.
-See docs/visualize.md.
+From Python: `draw_attention(videos, config=..., checkpoint=..., output_dir=...)` and
+`vivit_jax.viz.run_report.write_report(workdir)`. See docs/visualize.md.
 """
 import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
+import ml_collections
 import numpy as np
 
 
@@ -49,50 +51,76 @@ def _unique_stems(videos: Sequence[str]) -> list[str]:
   return out
 
 
-def attention_command(args) -> int:
+def draw_attention(videos: Union[str, Sequence[str]], *,
+                   config: Union[str, ml_collections.ConfigDict], checkpoint: str,
+                   output_dir: str, head: Optional[int] = None, label_map: Optional[str] = None,
+                   top_k: int = 5, max_frames: int = 16, fps: Optional[float] = None
+                   ) -> Iterator[dict]:
+  """Draws the attention maps of each video (see the module docstring), one at a time.
+
+  Yields per video `{"video", "top_k", "files": {"grid", "gif", "spatial", ["temporal"],
+  "json"}}`, or `{"video", "error"}` for a video that cannot be drawn. The config, the
+  checkpoint and the model variant are checked (and raise) before the first video is read.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from vivit_jax.tools import convert_checkpoint, predict  # pylint: disable=g-import-not-at-top
   from vivit_jax.viz import attention_maps, drawing  # pylint: disable=g-import-not-at-top
-  try:
-    config = convert_checkpoint.load_config(args.config)
-    attention_maps.check_supported(config)
-    predictor = predict.Predictor(config, args.checkpoint, label_map=args.label_map,
-                                  single_view=True, fps=args.fps)
-  except Exception as e:  # pylint: disable=broad-except
-    print(f"visualize attention: {predict._error_message(e)}", file=sys.stderr)  # pylint: disable=protected-access
-    return 2
-  os.makedirs(args.output_dir, exist_ok=True)
+  if isinstance(config, str):
+    config = convert_checkpoint.load_config(config)
+  attention_maps.check_supported(config)
+  predictor = predict.Predictor(config, checkpoint, label_map=label_map, single_view=True,
+                                fps=predict.DEFAULT_FPS if fps is None else fps)
+  os.makedirs(output_dir, exist_ok=True)
   apply = jax.jit(lambda p, x: attention_maps.apply_with_weights(predictor.model, p, x))
-  failed = 0
-  for video, stem in zip(args.videos, _unique_stems(args.videos)):
+  videos = [videos] if isinstance(videos, str) else list(videos)
+  for video, stem in zip(videos, _unique_stems(videos)):
     try:
       clip = predictor.views(video)[:1]  # one central clip and crop: [1, t, h, w, 3]
       _, intermediates = apply(predictor.params, clip)
       maps = attention_maps.video_maps(predictor.config, jax.device_get(intermediates),
-                                       head=args.head)
-      top = predictor.top_classes(predictor.probabilities(clip), args.top_k)
-      out = lambda suffix, stem=stem: os.path.join(args.output_dir, stem + suffix)  # noqa: E731
+                                       head=head)
+      top = predictor.top_classes(predictor.probabilities(clip), top_k)
+      out = lambda suffix, stem=stem: os.path.join(output_dir, stem + suffix)  # noqa: E731
       files = {"spatial": out("_spatial.npy")}
       np.save(files["spatial"], maps.spatial)
       if maps.temporal is not None:
         files["temporal"] = out("_temporal.npy")
         np.save(files["temporal"], maps.temporal)
       first = top if isinstance(top, list) else next(iter(top.values()))
-      head = "heads averaged" if args.head is None else f"head {args.head}"
+      which = "heads averaged" if head is None else f"head {head}"
       files["grid"] = drawing.save_grid(
-          out("_attention.png"), clip[0], maps, max_frames=args.max_frames,
-          title=f"{os.path.basename(video)} ({head}): {drawing.frame_titles(first)}")
+          out("_attention.png"), clip[0], maps, max_frames=max_frames,
+          title=f"{os.path.basename(video)} ({which}): {drawing.frame_titles(first)}")
       files["gif"] = drawing.save_gif(out("_attention.gif"), clip[0], maps)
       files["json"] = out("_attention.json")
       with open(files["json"], "w", encoding="utf-8") as f:
-        json.dump({"video": video, "attention_type": maps.attention_type, "head": args.head,
+        json.dump({"video": video, "attention_type": maps.attention_type, "head": head,
                    "frames": [{"frame": fr, "token_frame": tok} for fr, tok in maps.frames],
                    "top_k": top, "files": files}, f, indent=2)
-      print(f"{video}: " + ", ".join(files[k] for k in ("grid", "gif", "spatial")), flush=True)
+      yield {"video": video, "top_k": top, "files": files}
     except Exception as e:  # pylint: disable=broad-except
-      failed += 1
-      print(f"{video}: cannot draw it: {predict._error_message(e)}", file=sys.stderr,  # pylint: disable=protected-access
-            flush=True)
+      yield {"video": video, "error": predict._error_message(e)}  # pylint: disable=protected-access
+
+
+def attention_command(args) -> int:
+  from vivit_jax.tools import predict  # pylint: disable=g-import-not-at-top
+  results = draw_attention(args.videos, config=args.config, checkpoint=args.checkpoint,
+                           output_dir=args.output_dir, head=args.head,
+                           label_map=args.label_map, top_k=args.top_k,
+                           max_frames=args.max_frames, fps=args.fps)
+  failed = 0
+  try:
+    for r in results:
+      if "error" in r:
+        failed += 1
+        print(f"{r['video']}: cannot draw it: {r['error']}", file=sys.stderr, flush=True)
+      else:
+        print(f"{r['video']}: " + ", ".join(r["files"][k] for k in ("grid", "gif", "spatial")),
+              flush=True)
+  except Exception as e:  # pylint: disable=broad-except
+    # The config, the checkpoint, the label map or the model variant: nothing can be drawn.
+    print(f"visualize attention: {predict._error_message(e)}", file=sys.stderr)  # pylint: disable=protected-access
+    return 2
   return 1 if failed else 0
 
 
@@ -129,9 +157,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   run.add_argument("--label_map", default=None, help="class names: JSON {name: index} or list")
   args = parser.parse_args(argv)
   if args.command == "attention":
-    if args.fps is None:
-      from vivit_jax.tools import predict  # pylint: disable=g-import-not-at-top
-      args.fps = predict.DEFAULT_FPS
     return attention_command(args)
   return run_command(args)
 
