@@ -29,6 +29,7 @@ setuptools.setup(
         "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "av>=12",
         "tqdm>=4.60",
+        "google-crc32c>=1.5",  # TFRecord CRCs (C implementation)
         "matplotlib>=3.7",  # tools/visualize.py (Agg backend: no display needed)
         "Pillow>=10",  # tools/visualize.py: overlays and GIFs
     ],

@@ -1,4 +1,5 @@
 """Converter: MP4s written with PyAV → TFRecords → the pipeline, and bad inputs."""
+import errno
 import json
 import os
 import pathlib
@@ -194,3 +195,53 @@ def test_interrupted_conversion_leaves_no_shard(tmp_path, monkeypatch):
     make_tfrecords.main([f"--input={tmp_path / 'in'}", f"--output_dir={tmp_path / 'out'}",
                          "--split=s", "--num_shards=1", "--workers=1"])
   assert [p for p in os.listdir(tmp_path / "out") if p.startswith("s-")] == []
+
+
+def test_disk_full_stops_naming_the_shard_and_keeps_the_old_ones(tmp_path, monkeypatch, capsys):
+  (tmp_path / "in" / "a").mkdir(parents=True)
+  for i in range(3):
+    write_mp4(tmp_path / "in" / "a" / f"{i}.mp4", moving_pattern(4), fps=25)
+  out = tmp_path / "out"
+  args = [f"--input={tmp_path / 'in'}", f"--output_dir={out}", "--split=s", "--num_shards=2",
+          "--workers=1", "--min_resize=0"]
+  assert make_tfrecords.main(args) == 0
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  real_write = tf.io.TFRecordWriter.write
+  calls = []
+
+  def write(self, record):
+    calls.append(1)
+    if len(calls) == 2:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_write(self, record)
+
+  monkeypatch.setattr(tf.io.TFRecordWriter, "write", write)
+  assert make_tfrecords.main(args) == 3
+  err = capsys.readouterr().err
+  pid = os.getpid()
+  assert f"error: cannot write {out / f's-00001-of-00002.tmp-{pid}'}: No space left on device; " \
+         f"conversion stopped, the files already in {out} are untouched" in err, err
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced, no temp
+  assert sum(tfrecord.verify_file(str(out / n)) for n in before if n.startswith("s-0")) == 3
+
+
+def test_a_shard_that_does_not_read_back_replaces_nothing(tmp_path, monkeypatch, capsys):
+  (tmp_path / "in" / "a").mkdir(parents=True)
+  write_mp4(tmp_path / "in" / "a" / "0.mp4", moving_pattern(4), fps=25)
+  out = tmp_path / "out"
+  real_close = tf.io.TFRecordWriter.close
+
+  def close(self):  # a disk that silently corrupts what it stores: one byte of the data changes
+    real_close(self)
+    for tmp in out.glob("*.tmp-*"):
+      data = bytearray(tmp.read_bytes())
+      data[len(data) // 2] ^= 0xFF
+      tmp.write_bytes(bytes(data))
+
+  monkeypatch.setattr(tf.io.TFRecordWriter, "close", close)
+  rc = make_tfrecords.main([f"--input={tmp_path / 'in'}", f"--output_dir={out}", "--split=s",
+                            "--num_shards=1", "--workers=1"])
+  assert rc == 2
+  assert f"s-00000-of-00001.tmp-{os.getpid()} record #0: data CRC mismatch" in (
+      capsys.readouterr().err)
+  assert os.listdir(out) == []

@@ -201,3 +201,41 @@ def test_config_errors_name_the_field(tmp_path, split, overrides, message):
   fx.write_table(str(tmp_path), "v", [[fx.clip_record(4, 0)]])
   with pytest.raises(ValueError, match=message):
     build_dataset(fx.dataset_configs(str(tmp_path), {"validation": "v@1"}, **overrides), split, 2)
+
+
+def _record_spans(path):
+  """(header offset, data offset, data length) of every record of a well-formed file."""
+  index = tfrecord.index_files([path])
+  return [(int(o) - 12, int(o), int(n)) for o, n in zip(index.offsets, index.lengths)]
+
+
+def test_records_are_checked_against_their_crcs(tmp_path):
+  paths = fx.write_table(str(tmp_path), "val", [[fx.clip_record(6, i) for i in range(4)]] * 2)
+  spans = _record_spans(paths[0])
+  with open(paths[0], "r+b") as f:  # 64 bytes flipped in the middle of record 1's data.
+    middle = spans[1][1] + spans[1][2] // 2
+    f.seek(middle)
+    flipped = bytes(b ^ 0xFF for b in f.read(64))
+    f.seek(middle)
+    f.write(flipped)
+  with open(paths[1], "r+b") as f:  # One bit of record 2's length header.
+    f.seek(spans[2][0] + 1)
+    byte = f.read(1)
+    f.seek(spans[2][0] + 1)
+    f.write(bytes([byte[0] ^ 0x01]))
+  dc = fx.dataset_configs(str(tmp_path), {"validation": "val@2", "train": "val@2"})
+  ds = build_dataset(dc, "validation", 3)
+  assert ds.num_examples == 6  # shard 1 ends before its bad header: records 0, 1
+  assert _ids(fx.collect(ds)) == [0, 2, 3, 4, 5]
+  assert ds.skipped == {
+      f"{paths[0]} record #1": "data CRC mismatch",
+      paths[1]: f"length header CRC mismatch (record #2 at byte {spans[2][0]}); rest of file "
+                "skipped"}
+  with pytest.raises(tfrecord.CorruptRecordError, match=r"val-00000-of-00002 record #1: data CRC "
+                     "mismatch"):
+    list(tfrecord.iterate_records(paths[0]))
+  # Training goes on and never sees the damaged record.
+  train = fx.collect(build_dataset(dc, "train", 3, seed=2), 4)
+  masks = np.concatenate([b["batch_mask"] for b in train])
+  assert (masks == 0).sum() == 2  # 12 clips = 2 epochs of 6 records
+  assert sorted(set(_ids(train))) == [0, 2, 3, 4, 5]

@@ -6,16 +6,15 @@ import pytest
 
 from tests import train_helpers, train_procs
 from tests.test_configs import load
-from vivit_jax import dry_run, optim, schedules, sharding, train
-from vivit_jax.models import build_model
+from vivit_jax import config_facts, dry_run, optim, schedules, sharding, train
 
 GiB = 2**30
 
 
 def _abstract_state(config):
-  model = build_model(config.model, train.num_classes_of(config))
   tx, _ = optim.build_optimizer(config, schedules.steps_per_epoch_of(config))
-  return train.abstract_train_state(model, tx, train.input_shape_of(config))[0]
+  return train.abstract_train_state(config_facts.model(config), tx,
+                                    config_facts.input_shape(config))[0]
 
 
 def _state_bytes(config) -> int:

@@ -1,7 +1,12 @@
 """A training process for the multi-process and crash tests (run as a script by the tests).
 
 Usage: python tests/train_worker.py WORKDIR STEPS [--process_id=I --num_processes=N --port=P]
-       [--slow_data=SECONDS] [--kill_in_save=STEP] [--mesh_data=N]
+       [--slow_data=SECONDS] [--kill_in_save=STEP [--kill_point=POINT]] [--mesh_data=N]
+
+--kill_in_save: SIGKILL itself while the checkpoint of STEP is saved, at POINT: `started` (the
+async write was started), `arrays_written` (the arrays are written, not yet finalised),
+`before_rename` (finalised, the temporary folder not yet renamed), `after_rename` (renamed: the
+step is complete on disk).
 """
 import argparse
 import logging
@@ -21,26 +26,24 @@ def main():
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--slow_data", type=float, default=0.0)
+  parser.add_argument("--heartbeat_timeout", type=int, default=None)
   parser.add_argument("--kill_in_save", type=int, default=0)
+  parser.add_argument("--kill_point", default="started",
+                      choices=("started", "arrays_written", "before_rename", "after_rename"))
   args = parser.parse_args()
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
   import jax  # pylint: disable=g-import-not-at-top
+  from vivit_jax import distributed  # pylint: disable=g-import-not-at-top
   if args.num_processes > 1:
-    from vivit_jax import distributed  # pylint: disable=g-import-not-at-top
     distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}",
-                           num_processes=args.num_processes, process_id=args.process_id)
+                           num_processes=args.num_processes, process_id=args.process_id,
+                           heartbeat_timeout_seconds=args.heartbeat_timeout)
   import train_helpers as th  # pylint: disable=g-import-not-at-top
   from vivit_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
 
   if args.kill_in_save:
-    real_save = checkpointing.save
-
-    def save_then_die(manager, step, state, **kw):
-      real_save(manager, step, state, **kw)
-      if step == args.kill_in_save:  # the async write has started, not finished
-        os.kill(os.getpid(), signal.SIGKILL)
-    checkpointing.save = save_then_die
+    _kill_in_save(args.kill_in_save, args.kill_point, checkpointing)
 
   def data_fn(*a, **kw):
     for batch in th.fake_data_fn(*a, **kw):
@@ -48,8 +51,47 @@ def main():
       yield batch
 
   config = th.tiny_config(num_training_steps=args.steps, checkpoint_steps=2)
-  train.train_and_evaluate(config, args.workdir, mode="train", data_fn=data_fn)
+  with distributed.stop_if_a_process_dies():
+    train.train_and_evaluate(config, args.workdir, mode="train", data_fn=data_fn)
   print("processes", jax.process_count(), "devices", jax.device_count(), flush=True)
+
+
+def _kill_in_save(step: int, point: str, checkpointing) -> None:
+  """Patches the save path so that the process SIGKILLs itself at `point` of saving `step`."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from orbax.checkpoint._src.path import async_path  # pylint: disable=g-import-not-at-top
+
+  def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+  real_save = checkpointing.save
+
+  def save(manager, s, state, **kw):
+    real_save(manager, s, state, **kw)
+    if s == step and point == "started":  # the async write has started, not finished
+      die()
+  checkpointing.save = save
+
+  real_finalize = ocp.CompositeCheckpointHandler.finalize
+
+  def finalize(self, directory):
+    # `directory` is the step's temporary folder, `<step>.orbax-checkpoint-tmp...`.
+    if directory.name.split(".")[0] == str(step) and point == "arrays_written":
+      die()
+    return real_finalize(self, directory)
+  ocp.CompositeCheckpointHandler.finalize = finalize
+
+  real_rename = async_path.rename
+
+  async def rename(src, dst):
+    final = getattr(dst, "name", "") == str(step)
+    if final and point == "before_rename":
+      die()
+    result = await real_rename(src, dst)
+    if final and point == "after_rename":
+      die()
+    return result
+  async_path.rename = rename
 
 
 if __name__ == "__main__":

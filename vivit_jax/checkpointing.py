@@ -7,9 +7,16 @@ killed mid-write leaves at most a temporary folder that the next start removes; 
 *complete* step is what a run resumes from. The data position is not stored: the training
 iterator is a deterministic function of (seed, step), so `step` is enough to continue exactly.
 
+A complete step can still be damaged later (a truncated copy, a bad disk): `restore_newest`
+resumes from the newest step that restores completely, and sets each newer damaged step aside
+as `<step>.damaged` (renamed, never deleted) with one warning line naming it. Evaluation
+(`fall_back=False`) does not fall back: a damaged newest step raises `DamagedCheckpointError`,
+whose message is one line naming the folder and what is wrong.
+
 Pretrained weights (`config.init_from`) never go through this module: only our own run folder
 is ever resumed from.
 """
+import contextlib
 import logging
 import os
 import signal
@@ -21,7 +28,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError, first_line
+
 STATE = "state"
+DAMAGED_SUFFIX = ".damaged"
+
+
+class DamagedCheckpointError(CheckpointFormatError):
+  """A run checkpoint that cannot be restored (truncated, corrupt or missing files); one line."""
 
 
 def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
@@ -34,8 +48,44 @@ def make_manager(workdir: str | epath.Path, *, max_to_keep: int | None = 3,
       cleanup_tmp_directories=True,  # leftovers of a write that was killed
       enable_async_checkpointing=async_save,
   )
-  return ocp.CheckpointManager(directory, options=options,
+  return _RunCheckpointManager(directory, options=options,
                                item_handlers={STATE: ocp.StandardCheckpointHandler()})
+
+
+class CheckpointSaveError(OSError):
+  """Writing a checkpoint failed (disk full, quota, I/O error); the older steps are intact."""
+
+
+class _RunCheckpointManager(ocp.CheckpointManager):
+  """Orbax's manager whose failed writes name the step folder (its errors arrive asynchronously,
+  at the next save or wait, behind a long trace)."""
+
+  _saving: int | None = None
+
+  def save(self, step, *args, **kwargs):
+    self.wait_until_finished()  # the previous save's failure is reported as that step's
+    self._saving = step
+    with self._explained():
+      return super().save(step, *args, **kwargs)
+
+  def wait_until_finished(self):
+    with self._explained():
+      super().wait_until_finished()
+
+  @contextlib.contextmanager
+  def _explained(self):
+    try:
+      yield
+    except OSError as e:
+      if isinstance(e, CheckpointSaveError):
+        raise
+      folder = self.directory / str(self._saving)
+      kept = [s for s in self.all_steps() if s != self._saving]
+      what = f"{e.strerror} ({e.filename})" if e.strerror else _one_line(e)
+      raise CheckpointSaveError(
+          e.errno, f"cannot write checkpoint {folder}: {what}; training stopped. The previous "
+          f"checkpoints {kept} in {self.directory} are intact: free space and rerun to resume "
+          "from the newest") from e
 
 
 def absolute(path: str | epath.Path) -> epath.Path:
@@ -67,6 +117,72 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: dict) -> 
   return restored[STATE]
 
 
+def restore_newest(manager: ocp.CheckpointManager, abstract_state: dict, *,
+                   fall_back: bool = True) -> tuple[int | None, dict | None]:
+  """Restores the newest step that restores completely; returns `(step, state)`.
+
+  Args:
+    manager: the run's manager.
+    abstract_state: shapes, dtypes and shardings to restore into (see `restore`).
+    fall_back: when the newest step is damaged, try older ones (training). False (evaluation):
+      the newest step must restore.
+
+  Returns:
+    `(None, None)` when the run has no checkpoint.
+
+  Raises:
+    DamagedCheckpointError: the newest step is damaged and `fall_back` is False, or every step
+      is damaged (nothing is renamed then: the run does not silently start again from step 0).
+    CheckpointMismatchError: the checkpoint is readable but does not fit the model.
+  """
+  damaged = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = restore(manager, step, abstract_state)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # TensorStore, JSON and file errors of every kind: what matters is that it is unreadable.
+      error = DamagedCheckpointError(
+          f"checkpoint {manager.directory / str(step)} is damaged: {_one_line(e)}")
+      if not fall_back:
+        raise error from e
+      damaged.append((step, error))
+      continue
+    for bad_step, error in damaged:
+      aside = _set_aside(manager, bad_step)
+      logging.warning("%s; set aside as %s, resuming from step %d", error, aside, step)
+    if damaged:
+      manager.reload()
+    return step, state
+  if damaged:
+    raise DamagedCheckpointError(
+        f"no checkpoint of {manager.directory} restores: "
+        + "; ".join(str(error) for _, error in damaged))
+  return None, None
+
+
+def _one_line(error: Exception) -> str:
+  text = first_line(error)
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  """Renames a damaged step to `<step>.damaged` (Orbax no longer lists it; nothing is lost)."""
+  source = manager.directory / str(step)
+  target = manager.directory / f"{step}{DAMAGED_SUFFIX}"
+  n = 1
+  while target.exists():
+    n += 1
+    target = manager.directory / f"{step}{DAMAGED_SUFFIX}{n}"
+  if jax.process_index() == 0:
+    source.rename(target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"vivit_jax set aside checkpoint {step}")
+  return target
+
+
 def check_fits(manager: ocp.CheckpointManager, step: int, abstract_state: dict) -> None:
   """Compares the stored parameter tree with the model's before restoring anything."""
   stored = manager.item_metadata(step)[STATE]
@@ -78,7 +194,7 @@ def check_fits(manager: ocp.CheckpointManager, step: int, abstract_state: dict) 
   source = str(manager.directory / str(step))
   # match_params raises with the full list; a ValueError here is a fallback if it does not.
   checkpoints.match_params(expected, found, source=source)
-  raise ValueError(f"checkpoint {source} does not fit the model (parameter trees differ)")
+  raise CheckpointMismatchError(source, note="the parameter trees differ")
 
 
 def _shapes(tree: Any) -> dict:

@@ -278,7 +278,7 @@ def runlocal(config: ml_collections.ConfigDict, *, steps: int = 10
   lr = config.lr_configs
   if lr.get("warmup_steps") or lr.get("warmup_epochs"):
     lr.warmup_epochs = None
-    lr.warmup_steps = 2
+    lr.warmup_steps = 1  # a smoke test may be shortened to 2 steps from the command line
   lr.steps_per_cycle = None  # the run's steps
   config.checkpoint_steps = steps
   config.log_summary_steps = 2

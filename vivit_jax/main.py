@@ -48,6 +48,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _DRY_RUN = flags.DEFINE_bool(
     "dry_run", False, "Print devices, mesh, attention path per layer, params, FLOPs, batch "
     "and memory of the compiled train step, then exit: no training, no data, no --workdir.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", None,
+    "Multi-process: a process silent this long is declared dead and the others stop "
+    "(JAX's default: 100). See docs/training.md.")
 
 
 def _stop(code: int, what: str, error: BaseException) -> int:
@@ -75,9 +79,10 @@ def main(argv) -> int:
     return _stop(EXIT_BAD_INPUT, "bad input", e)
 
   from vivit_jax import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         heartbeat_timeout_seconds=_HEARTBEAT.value)
   import jax  # pylint: disable=g-import-not-at-top
-  from vivit_jax import train  # pylint: disable=g-import-not-at-top
+  from vivit_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # one voice in the logs
   if _DRY_RUN.value:
@@ -85,10 +90,11 @@ def main(argv) -> int:
     dry_run.print_report(config)
     return 0
   try:
-    train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
+    with distributed.stop_if_a_process_dies():
+      train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
   except UserInputError as e:
     return _stop(EXIT_BAD_INPUT, "bad input", e)
-  except FloatingPointError as e:
+  except (FloatingPointError, checkpointing.CheckpointSaveError) as e:
     logging.error("%s", e)
     return _stop(EXIT_FAILED, "stopped", e)
   return 0

@@ -286,14 +286,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
   writer = metrics_lib.MetricWriter(str(workdir), is_primary=is_primary,
                                     write_summary=config.get("write_summary", True))
-  latest = manager.latest_step()
+  # Resume ALWAYS wins over init_from: a run folder with checkpoints is this run's own.
+  # The newest checkpoint that restores completely (damaged newer ones are set aside, named).
   if not save_checkpoints and mode != "eval":
     logging.info("config.checkpoint=False: no checkpoint is saved or resumed from (as Scenic)")
     latest = None
-  # Resume ALWAYS wins over init_from: a run folder with checkpoints is this run's own.
+  else:
+    latest, restored = checkpointing.restore_newest(manager, state, fall_back=mode != "eval")
   if latest is not None:
     logging.info("resuming from %s", manager.directory / str(latest))
-    state = checkpointing.restore(manager, latest, state)
+    state = restored
     writer.drop_after(latest)  # steps after the checkpoint are replayed, and logged again
   elif mode == "eval" and config.get("eval_checkpoint_path"):
     from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
-from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError
+from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError, reading
 from vivit_jax.checkpoints.tree import flatten, unboxed_flat, unflatten
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,18 @@ def state_dict_to_params(sd: Mapping[str, np.ndarray], mc: ml_collections.Config
                                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
   flat = {ours: np.ascontiguousarray(to_ours(sd[hf]), dtype=np.float32)
           for hf, ours, to_ours, _ in table}
+  # config.json and the tensors must agree, or the returned config would not build this model.
+  d = mc.hidden_size
+  expected = {"embedding/bias": (d,), "Transformer/encoder_norm/scale": (d,)}
+  for i in range(mc.num_layers):
+    mlp = f"Transformer/encoderblock_{i}/MlpBlock_0/"
+    expected[mlp + "Dense_0/kernel"] = (d, mc.mlp_dim)
+    expected[mlp + "Dense_1/kernel"] = (mc.mlp_dim, d)
+  wrong = [(k, shape, tuple(flat[k].shape)) for k, shape in expected.items()
+           if tuple(flat[k].shape) != shape]
+  if wrong:
+    raise CheckpointMismatchError(source, shape_mismatches=wrong,
+                                  note="(config.json and the weights disagree)")
   unused = sorted(set(sd) - {hf for hf, *_ in table})
   if unused:
     raise CheckpointMismatchError(source, unused=unused,
@@ -240,23 +252,28 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
       source = _download(source)
     if not os.path.exists(source):
       raise CheckpointFormatError(f"Hugging Face checkpoint not found: {source}")
-    sd = _read_state_dict(source)
+    with reading(source, "Hugging Face checkpoint"):
+      sd = _read_state_dict(source)
   if hf_config is None:
     cfg_file = os.path.join(source if os.path.isdir(source) else os.path.dirname(source),
                             "config.json")
     if not os.path.isfile(cfg_file):
       raise CheckpointFormatError(f"{source}: no config.json beside the weights; pass hf_config=")
-    with open(cfg_file) as f:
+    with reading(cfg_file, "Hugging Face config.json"), open(cfg_file) as f:
       hf_config = json.load(f)
   elif hasattr(hf_config, "to_dict"):
     hf_config = hf_config.to_dict()
-  if hf_config.get("model_type", "vivit") != "vivit":
-    raise CheckpointFormatError(f"{source}: model_type={hf_config.get('model_type')!r}, "
-                                "expected 'vivit' (VivitForVideoClassification)")
-  mc = hf_config_to_model_config(hf_config, allow_gelu_mismatch=allow_gelu_mismatch,
-                                 source=source)
-  params = state_dict_to_params(sd, mc, source)
-  mc.num_classes = int(params["output_projection"]["bias"].shape[0])
+  with reading(source, "Hugging Face ViViT checkpoint"):
+    if not isinstance(hf_config, Mapping):
+      raise CheckpointFormatError(f"{source}: config.json holds a {type(hf_config).__name__}, "
+                                  "not an object")
+    if hf_config.get("model_type", "vivit") != "vivit":
+      raise CheckpointFormatError(f"{source}: model_type={hf_config.get('model_type')!r}, "
+                                  "expected 'vivit' (VivitForVideoClassification)")
+    mc = hf_config_to_model_config(hf_config, allow_gelu_mismatch=allow_gelu_mismatch,
+                                   source=source)
+    params = state_dict_to_params(sd, mc, source)
+    mc.num_classes = int(params["output_projection"]["bias"].shape[0])
   return mc, params
 
 

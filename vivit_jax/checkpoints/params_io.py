@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vivit_jax.checkpoints import files
-from vivit_jax.checkpoints.errors import CheckpointFormatError
+from vivit_jax.checkpoints.errors import CheckpointFormatError, reading
 from vivit_jax.checkpoints.tree import flatten, unflatten, is_box
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,16 @@ def load_params(path: str) -> dict[str, Any]:
   except Exception as e:  # orbax raises several types for unreadable metadata
     raise CheckpointFormatError(f"cannot read Orbax metadata of {item}: {e}") from e
   is_state_item = item.rstrip("/").endswith("/" + STATE_ITEM)
-  partial = isinstance(tree.get("params"), dict) and (is_state_item or len(tree) > 1)
-  if is_state_item and not partial:
-    raise CheckpointFormatError(f"{item}: a train state without 'params' (keys {sorted(tree)})")
-  wanted = {"params": tree["params"]} if partial else tree
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-  restored = checkpointer.restore(
-      item, args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
-                                        partial_restore=partial))
+  with reading(item, "Orbax checkpoint"):
+    if not isinstance(tree, dict):
+      raise CheckpointFormatError(f"{item}: the stored tree is a {type(tree).__name__}, not a dict")
+    partial = isinstance(tree.get("params"), dict) and (is_state_item or len(tree) > 1)
+    if is_state_item and not partial:
+      raise CheckpointFormatError(f"{item}: a train state without 'params' (keys {sorted(tree)})")
+    wanted = {"params": tree["params"]} if partial else tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    restored = checkpointer.restore(
+        item, args=ocp.args.PyTreeRestore(item=wanted, restore_args=restore_args,
+                                          partial_restore=partial))
   log.info("loaded params from %s", item)
   return restored["params"] if partial else restored

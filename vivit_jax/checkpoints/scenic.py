@@ -15,7 +15,7 @@ import numpy as np
 from flax import serialization
 
 from vivit_jax.checkpoints import files
-from vivit_jax.checkpoints.errors import CheckpointFormatError
+from vivit_jax.checkpoints.errors import CheckpointFormatError, reading
 from vivit_jax.checkpoints.tree import convert_pre_linen, flatten, unflatten
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,9 @@ def load_scenic_checkpoint(path: str) -> dict[str, Any]:
     found in old ViT checkpoints, are converted to Linen's).
   """
   state, file = load_train_state(path)
-  params = params_from_train_state(state, file)
-  flat = _to_numpy(params)
-  log.info("loaded %d arrays from %s (step %s)", len(flat), file, state.get("global_step"))
-  return convert_pre_linen(unflatten(flat))
+  with reading(file, "Scenic checkpoint"):
+    params = params_from_train_state(state, file)
+    flat = _to_numpy(params)
+    log.info("loaded %d arrays from %s (step %s)", len(flat), file, state.get("global_step"))
+    return convert_pre_linen(unflatten(flat))
 

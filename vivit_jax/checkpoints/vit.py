@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vivit_jax.checkpoints import files
-from vivit_jax.checkpoints.errors import CheckpointFormatError
+from vivit_jax.checkpoints.errors import CheckpointFormatError, reading
 from vivit_jax.checkpoints.scenic import load_scenic_checkpoint, resolve_checkpoint_file
 from vivit_jax.checkpoints.tree import convert_pre_linen, flatten, unflatten
 
@@ -30,12 +30,13 @@ _FORMAT_ALIASES = {"augreg": "vision_transformer", "vit": "vision_transformer"}
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
-  import zipfile  # pylint: disable=g-import-not-at-top
   try:
     with files.open_binary(path) as f:
       with np.load(f, allow_pickle=False) as z:
         return {k: np.asarray(z[k]) for k in z.files}
-  except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+  except Exception as e:  # pylint: disable=broad-except
+    # BadZipFile, EOFError, ValueError (pickled objects refused), NotImplementedError (a zip
+    # feature flag flipped), OSError, ...: all mean the file is damaged or not ours.
     raise CheckpointFormatError(
         f"{path} is not a readable .npz archive (truncated or corrupt?): {e}") from e
 
@@ -123,7 +124,9 @@ def load_pretrained_params(path: str, require_vit: bool = False) -> dict[str, An
   with files.open_binary(file) as f:
     is_npz = f.read(4) == files.NPZ_MAGIC
   if is_npz:
-    return vit_params_from_flat(_read_npz(file), file)
+    flat = _read_npz(file)
+    with reading(file, "ViT .npz checkpoint"):
+      return vit_params_from_flat(flat, file)
   params = load_scenic_checkpoint(file)
   if "head" in params and "output_projection" not in params:
     params["output_projection"] = params.pop("head")

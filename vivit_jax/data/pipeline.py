@@ -25,9 +25,10 @@ Validation and test: finite; the host's records in order, each exactly once, the
 (`batch_mask` 0). Every host yields the same number of batches, ceil(max host records / b), so hosts
 stay in step in a multi-host evaluation.
 
-Bad records (not a SequenceExample, a missing key, a corrupt JPEG, a label out of range, a truncated
-file) are logged with the file, the record number and the key, counted in `dataset.skipped`, and
-replaced by a masked (batch_mask 0) zero clip, which keeps the step → examples map of training intact.
+Bad records (data that fails its CRC, not a SequenceExample, a missing key, a corrupt JPEG, a label
+out of range, a truncated file or a length header that fails its CRC) are logged with the file, the
+record number and the key, counted in `dataset.skipped`, and replaced by a masked (batch_mask 0)
+zero clip, which keeps the step → examples map of training intact.
 """
 import atexit
 import functools
@@ -241,7 +242,11 @@ class VideoDataset:
       try:
         for position in self._positions():
           r = self._record_of(position, perms)
-          yield reader.read(r), position, self._example_ids[r]
+          try:
+            data = reader.read(r)
+          except tfrecord.CorruptRecordError:
+            continue  # A gap in `position`: `_failed` reports it.
+          yield data, position, self._example_ids[r]
       finally:
         reader.close()
 
@@ -263,6 +268,8 @@ class VideoDataset:
       reader = tfrecord.RecordReader(self._index)
       try:
         reason = self._diagnose(reader.read(r))
+      except tfrecord.CorruptRecordError:
+        reason = "data CRC mismatch"
       finally:
         reader.close()
       self.skipped[where] = reason

@@ -9,9 +9,12 @@ Format (one `tf.train.SequenceExample` per video clip, the layout DMVR and Sceni
   * optional context: `video/filename`, `clip/start/timestamp`, `clip/end/timestamp` (microseconds),
     `video/fps`.
 
-A TFRecord file is a sequence of (uint64 length, uint32 crc, bytes, uint32 crc) records. We read the
-length headers once (`index_files`), so that any record can be read by seeking: this gives a full
-shuffle, exact example counts for evaluation and a cheap jump to any training step.
+A TFRecord file is a sequence of (uint64 length, uint32 crc, bytes, uint32 crc) records, each crc the
+masked CRC-32C of what precedes it. We read the length headers once (`index_files`), so that any
+record can be read by seeking: this gives a full shuffle, exact example counts for evaluation and a
+cheap jump to any training step. Both CRCs are checked: the length's when indexing (a bad length
+header ends the file's readable part, since the records after it cannot be found), the data's on
+every read (`RecordReader.read` raises `CorruptRecordError`, which the pipeline reports and skips).
 """
 import dataclasses
 import os
@@ -20,6 +23,7 @@ import time
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from absl import logging
+import google_crc32c
 import numpy as np
 import tensorflow as tf
 
@@ -33,6 +37,17 @@ _FOOTER_BYTES = 4  # uint32 masked crc of the data.
 _GLOB_CHARS = "*?["
 
 FileSpec = Union[str, Sequence[str]]
+_CRC_MASK_DELTA = 0xA282EAD8
+
+
+class CorruptRecordError(ValueError):
+  """A record that fails its CRC, or a file cut short; the message names the file and record."""
+
+
+def masked_crc(data: bytes) -> int:
+  """TFRecord's masked CRC-32C (rotate right by 15, add a constant) of `data`."""
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
 def expand_file_spec(base_dir: str, spec: FileSpec) -> list[str]:
@@ -116,31 +131,39 @@ class RecordIndex:
 
 
 def index_files(files: Sequence[str]) -> RecordIndex:
-  """Reads the length headers of every record (not the data). A truncated tail is reported."""
+  """Reads and checks the length headers of every record (not the data).
+
+  A truncated tail or a length header that fails its CRC ends the file's readable part; the
+  reason is logged and kept in `problems`.
+  """
   start = time.time()
   file_ids, offsets, lengths, problems = [], [], [], []
   for f, path in enumerate(files):
     if f and f % 100 == 0:
       logging.info("Indexed %d of %d files (%.0f s)", f, len(files), time.time() - start)
     size = tf.io.gfile.stat(path).length
-    pos = 0
+    pos = record = 0
     with tf.io.gfile.GFile(path, "rb") as fh:
       while pos < size:
         fh.seek(pos)
         header = fh.read(_HEADER_BYTES)
+        where = f"record #{record} at byte {pos}"
         if len(header) < _HEADER_BYTES:
-          problems.append((path, f"truncated record header at byte {pos}; rest of file skipped"))
+          problems.append((path, f"truncated record header ({where}); rest of file skipped"))
           break
-        (length,) = struct.unpack("<Q", header[:8])
+        length, crc = struct.unpack("<QI", header)
+        if masked_crc(header[:8]) != crc:
+          problems.append((path, f"length header CRC mismatch ({where}); rest of file skipped"))
+          break
         end = pos + _HEADER_BYTES + length + _FOOTER_BYTES
         if end > size:
-          problems.append((path, f"record at byte {pos} claims {length} bytes but the file ends "
-                                 f"at {size} (truncated file); rest of file skipped"))
+          problems.append((path, f"{where} claims {length} bytes but the file ends at {size} "
+                                 "(truncated file); rest of file skipped"))
           break
         file_ids.append(f)
         offsets.append(pos + _HEADER_BYTES)
         lengths.append(length)
-        pos = end
+        pos, record = end, record + 1
   for path, reason in problems:
     logging.warning("Skipping the rest of %s: %s", path, reason)
   return RecordIndex(list(files), np.asarray(file_ids, np.int64), np.asarray(offsets, np.int64),
@@ -155,12 +178,21 @@ class RecordReader:
     self._handles = {}
 
   def read(self, i: int) -> bytes:
+    """Record i's data, checked against its CRC.
+
+    Raises:
+      CorruptRecordError: naming the file and record number, when the data fails its CRC.
+    """
     f = int(self._index.file_ids[i])
     fh = self._handles.get(f)
     if fh is None:
       fh = self._handles[f] = tf.io.gfile.GFile(self._index.files[f], "rb")
     fh.seek(int(self._index.offsets[i]))
-    return fh.read(int(self._index.lengths[i]))
+    length = int(self._index.lengths[i])
+    data, footer = fh.read(length), fh.read(_FOOTER_BYTES)
+    if len(footer) != _FOOTER_BYTES or masked_crc(data) != struct.unpack("<I", footer)[0]:
+      raise CorruptRecordError(f"{self._index.location(i)}: data CRC mismatch")
+    return data
 
   def close(self):
     for fh in self._handles.values():
@@ -220,11 +252,15 @@ def diagnose_clip(serialized: bytes, label_keys: Sequence[str],
     for v, w in zip(labels, widths):
       if not 0 <= v < w:
         return f"label {v} under {list(label_keys)} outside [0, {w})"
+  sizes = []
   for t, jpeg in enumerate(frame_bytes):
     try:
-      tf.io.decode_jpeg(jpeg)
+      sizes.append(tuple(tf.io.decode_jpeg(jpeg).shape[:2]))
     except Exception as e:  # pylint: disable=broad-except
       return f"key '{FRAMES_KEY}' frame {t}: not a decodable JPEG ({str(e).splitlines()[0]})"
+    if sizes[t] != sizes[0]:
+      return (f"key '{FRAMES_KEY}': frame {t} is {sizes[t][0]}x{sizes[t][1]} pixels, frame 0 "
+              f"{sizes[0][0]}x{sizes[0][1]} (all frames of a clip must have one size)")
   return "processing failed for an unknown reason (record looks valid)"
 
 
@@ -263,8 +299,27 @@ def make_clip_example(frames: Sequence[bytes], labels: Sequence[int], *,
   return ex.SerializeToString()
 
 
+def verify_file(path: str) -> int:
+  """Re-reads a whole file, checking every CRC; returns its number of records.
+
+  Raises:
+    CorruptRecordError: naming the file and the first problem.
+  """
+  index = index_files([path])
+  if index.problems:
+    raise CorruptRecordError(f"{path}: {index.problems[0][1]}")
+  reader = RecordReader(index)
+  try:
+    for i in range(len(index)):
+      reader.read(i)
+  finally:
+    reader.close()
+  return len(index)
+
+
 def write_records_atomically(path: str, records: Iterable[bytes]) -> int:
-  """Writes a TFRecord file under a temporary name, then renames it: no half-written file."""
+  """Writes a TFRecord file under a temporary name, re-reads it (CRCs), then renames it: no
+  half-written or unreadable file ever takes the name."""
   tmp = f"{path}.tmp-{os.getpid()}"
   count = 0
   try:
@@ -272,6 +327,8 @@ def write_records_atomically(path: str, records: Iterable[bytes]) -> int:
       for record in records:
         writer.write(record)
         count += 1
+    if verify_file(tmp) != count:
+      raise CorruptRecordError(f"{tmp}: {count} records written but not all read back")
     tf.io.gfile.rename(tmp, path, overwrite=True)
   except BaseException:
     if tf.io.gfile.exists(tmp):
@@ -281,7 +338,8 @@ def write_records_atomically(path: str, records: Iterable[bytes]) -> int:
 
 
 def iterate_records(path: str) -> Iterator[bytes]:
-  """All records of one file, in order (for tools and tests)."""
+  """All records of one file, in order (for tools and tests); a truncated tail is logged and
+  skipped, a record that fails its CRC raises `CorruptRecordError`."""
   index = index_files([path])
   reader = RecordReader(index)
   try:

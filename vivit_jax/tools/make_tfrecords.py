@@ -17,12 +17,16 @@ class names. A given map may hold integers or integer strings (SSv2's `labels.js
 
 Videos are decoded with PyAV, resampled to `--fps` (each output time takes the frame on screen at that
 time), resized so the short side is `--min_resize` (0: keep), and stored as JPEG frames. A video that
-cannot be decoded is reported and skipped; shards are written under a temporary name and renamed when
-complete.
+cannot be decoded is reported and skipped. Shards are written under a temporary name, read back (every
+record's CRCs and the count) and only then renamed, all together: a failed write (disk full) or a shard
+that does not read back stops the conversion with a message naming the file, and leaves the files
+already in the output folder untouched. Exit codes: 0 done, 1 no video written, 2 bad input or
+arguments, 3 a file could not be written.
 """
 import argparse
 import csv
 import dataclasses
+import errno
 import fractions
 import json
 import multiprocessing
@@ -34,6 +38,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 _TIME_EPS = 1e-3  # Fraction of an output frame period treated as "same time".
+# Largest frame accepted (8K UHD is 7680 x 4320): a damaged header claiming 65000 x 65000 pixels
+# would otherwise make the decoder allocate gigabytes per frame.
+MAX_SIDE, MAX_PIXELS = 16384, 8192 * 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +135,9 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
     if not container.streams.video:
       raise ValueError("no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+      raise ValueError("the video stream's codec is unknown to FFmpeg")
+    _check_size(stream.codec_context.width, stream.codec_context.height, "the container announces")
     stream.thread_type = "AUTO"
     if start:
       container.seek(int(start / stream.time_base), stream=stream, backward=True)
@@ -143,6 +153,7 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
       if end is not None and t >= end:
         break
       if size is None:
+        _check_size(frame.width, frame.height, "the first frame has")
         size = _target_size(frame.width, frame.height, min_resize)
       if t0 is None:
         t0 = t
@@ -163,6 +174,12 @@ def decode_resampled(path: str, fps: float, min_resize: int, start: Optional[flo
     while t0 + k * period < stop - _TIME_EPS * period:
       yield prev
       k += 1
+
+
+def _check_size(width: int, height: int, what: str) -> None:
+  if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+    raise ValueError(f"{what} {width}x{height} pixels, which exceeds the limit of {MAX_SIDE} per "
+                     f"side and {MAX_PIXELS} in all (a damaged header?)")
 
 
 def _announced_end(stream) -> Optional[float]:
@@ -229,9 +246,15 @@ def _convert_job(args) -> Converted:
 def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split: str,
             num_shards: int, *, fps: float = 25.0, min_resize: int = 256, workers: int = 1,
             jpeg_qscale: int = 2, seed: int = 0, progress: bool = True) -> dict:
-  """Converts `items` into `split` shards in `output_dir`; returns the summary (also written)."""
+  """Converts `items` into `split` shards in `output_dir`; returns the summary (also written).
+
+  Raises:
+    OSError: a shard could not be written (disk full, ...), naming it; no shard is replaced.
+    CorruptRecordError: a written shard does not read back; no shard is replaced.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top
   if num_shards < 1:
     raise ValueError(f"--num_shards={num_shards} must be >= 1")
   if fps <= 0:
@@ -251,10 +274,14 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
                    jpeg_qscale))
   names = [f"{split}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
   tmp_paths = [os.path.join(output_dir, f"{n}.tmp-{os.getpid()}") for n in names]
-  writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
+  writers = []
   shard_counts = [0] * num_shards
   written = frames = 0
+  current = tmp_paths[0]  # the file being written, for the message of a failed write
   try:
+    for tmp in tmp_paths:
+      current = tmp
+      writers.append(tf.io.TFRecordWriter(tmp))
     if workers > 1:
       pool = multiprocessing.get_context("spawn").Pool(workers)
       results = pool.imap(_convert_job, jobs)
@@ -267,6 +294,7 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
         print(f"warning: skipping {result.item.path}: {result.error}", file=sys.stderr)
         continue
       shard = written % num_shards
+      current = tmp_paths[shard]
       writers[shard].write(_record(result, fps))
       shard_counts[shard] += 1
       written += 1
@@ -274,12 +302,27 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
     if pool is not None:
       pool.close()
       pool.join()
-    for writer, tmp, name in zip(writers, tmp_paths, names):
+    for writer, tmp in zip(writers, tmp_paths):
+      current = tmp
       writer.close()
+    # Every shard is read back (CRCs, record count) before any replaces an existing file.
+    for tmp, count in zip(tmp_paths, shard_counts):
+      if tfrecord.verify_file(tmp) != count:
+        raise tfrecord.CorruptRecordError(f"{tmp}: {count} records written, not all read back")
+    for tmp, name in zip(tmp_paths, names):
+      current = tmp
       os.replace(tmp, os.path.join(output_dir, name))
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+    raise OSError(getattr(e, "errno", None) or errno.EIO,
+                  f"cannot write {current}: {reason}; conversion stopped, the files already in "
+                  f"{output_dir} are untouched") from e
   finally:
     for writer, tmp in zip(writers, tmp_paths):
-      writer.close()
+      try:
+        writer.close()
+      except (OSError, tf.errors.OpError):
+        pass  # the failure is being reported already
       if os.path.exists(tmp):
         os.remove(tmp)
   _write_json(os.path.join(output_dir, "label_map.json"), label_map)
@@ -295,9 +338,14 @@ def convert(items: Sequence[VideoItem], label_map: dict, output_dir: str, split:
 
 def _write_json(path: str, obj) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -320,9 +368,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = convert(items, label_map, args.output_dir, args.split, args.num_shards, fps=args.fps,
                       min_resize=args.min_resize, workers=args.workers,
                       jpeg_qscale=args.jpeg_qscale, seed=args.seed)
-  except ValueError as e:
+  except ValueError as e:  # bad input or arguments
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # disk full, permissions: the message names the file
+    print(f"error: {e.strerror or e}", file=sys.stderr)
+    return 3
   print(f"{args.split}: {summary['written']} of {summary['videos']} videos written "
         f"({summary['frames']} frames) into {args.num_shards} shards in {args.output_dir} in "
         f"{summary['seconds']} s; {summary['skipped']} skipped")
