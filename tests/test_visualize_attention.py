@@ -203,3 +203,18 @@ def test_cli_writes_grid_gif_and_maps_per_video(tmp_path):
     pixels = np.asarray(png.convert("RGB"))
   assert pixels.std() > 10  # a picture, not a blank canvas
   assert not list(o.glob("broken*"))
+
+
+def test_a_fused_kernel_stays_the_training_path_and_sowing_takes_the_softmax():
+  config = tiny_config(**{"model.attention_implementation": "cudnn"})
+  with attention.emulated_kernels():  # cuDNN's padding and masking, run by XLA on the CPU
+    model = config_facts.model(config)
+    params = _params(model)
+    with attention.record_paths() as fused:
+      plain = model.apply({"params": params}, VIDEO, train=False, return_prelogits=True)
+    with attention.record_paths() as sown:
+      out, _ = model.apply({"params": params}, VIDEO, train=False, return_prelogits=True,
+                           mutable=["intermediates"])
+  assert [p.kernel for _, p in fused] == ["cudnn", "cudnn"]
+  assert [p.kernel for _, p in sown] == ["explicit", "explicit"]
+  np.testing.assert_allclose(out, plain, rtol=1e-5, atol=1e-6)
