@@ -30,6 +30,8 @@ setuptools.setup(
         "av>=12",
         "tqdm>=4.60",
         "google-crc32c>=1.5",  # TFRecord CRCs (C implementation)
+        "matplotlib>=3.7",  # tools/visualize.py (Agg backend: no display needed)
+        "Pillow>=10",  # tools/visualize.py: overlays and GIFs
     ],
     extras_require={
         # Accelerators (docs/install.md): jax's own extras, at the jax version above.
@@ -45,6 +47,10 @@ setuptools.setup(
             "torch==2.13.0",
             "transformers>=4.40",
             "safetensors>=0.4",
+            # tests/test_notebook.py executes colabs/finetune.ipynb.
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6.25",
         ],
     },
     classifiers=[

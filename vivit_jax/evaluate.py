@@ -21,6 +21,7 @@ from vivit_jax.models import split_logits
 
 AVERAGES = ("logits", "softmax")
 RESULTS_FILE = "eval_results.json"
+CLASS_RESULTS_FILE = "confusion_matrix.json"
 
 
 def _head_scores(logits_views: jax.Array, average: str) -> tuple[jax.Array, jax.Array]:
@@ -35,12 +36,15 @@ def _head_scores(logits_views: jax.Array, average: str) -> tuple[jax.Array, jax.
 def _head_sums(prefix: str, scores, log_probs, one_hot, mask) -> dict[str, jax.Array]:
   top1 = correct_top_k(scores, one_hot, 1)
   target = jax.nn.one_hot(jnp.argmax(one_hot, axis=-1), one_hot.shape[-1]) * mask[:, None]
+  # argmax breaks ties to the lower index, as correct_top_k does: the diagonal is class_correct.
+  predicted = jax.nn.one_hot(jnp.argmax(scores, axis=-1), one_hot.shape[-1])
   return {
       f"{prefix}loss_sum": jnp.sum(-jnp.sum(one_hot * log_probs, axis=-1) * mask),
       f"{prefix}top1_correct": jnp.sum(top1 * mask),
       f"{prefix}top5_correct": jnp.sum(correct_top_k(scores, one_hot, TOP_K) * mask),
       f"{prefix}class_correct": jnp.sum(target * top1[:, None], axis=0),
       f"{prefix}class_count": jnp.sum(target, axis=0),
+      f"{prefix}confusion_matrix": target.T @ predicted,  # [true class, predicted class]
   }
 
 
@@ -69,7 +73,8 @@ def eval_step_metrics(logits_views: jax.Array, labels: jax.Array, batch_mask: ja
 
   Returns:
     {'count', 'loss_sum', 'top1_correct', 'top5_correct', 'class_correct' [C],
-    'class_count' [C]}; multi-head: those per head prefixed `{name}_` (per-class vectors sized
+    'class_count' [C], 'confusion_matrix' [C, C] (rows: true class, columns: top-1
+    prediction)}; multi-head: those per head prefixed `{name}_` (per-class vectors sized
     per head), 'count', 'loss_sum' (mean over heads) and, for two heads, 'action_top1_correct',
     'action_top5_correct'.
   """
@@ -155,7 +160,42 @@ def write_eval_results(workdir: str, results: Mapping[str, float | int | None], 
 
   entry = {"split": split, "step": None if step is None else int(step),
            "num_views": int(num_views), **{k: plain(v) for k, v in results.items()}}
-  path = os.path.join(workdir, RESULTS_FILE)
+  return _write_by_split(os.path.join(workdir, RESULTS_FILE), split, entry)
+
+
+def class_results(sums: Mapping[str, jax.Array]) -> dict[str, dict[str, list]]:
+  """{head: {'class_count' [C], 'class_correct' [C], 'confusion_matrix' [C][C]}} as integers,
+  from summed `eval_step_metrics` outputs ('' names the single head)."""
+  out = {}
+  for key in sums:
+    if key.endswith("confusion_matrix"):
+      prefix = key[:-len("confusion_matrix")]
+      out[prefix.rstrip("_")] = {
+          name: np.rint(np.asarray(jax.device_get(sums[prefix + name]), np.float64)).astype(
+              np.int64).tolist()
+          for name in ("class_count", "class_correct", "confusion_matrix")}
+  return out
+
+
+def write_class_results(workdir: str, sums: Mapping[str, jax.Array], *, split: str,
+                        step: int | None = None) -> str:
+  """Writes `WORKDIR/confusion_matrix.json` atomically (beside eval_results.json); its path.
+
+  The top level holds the latest evaluation: `split`, `step`, `num_videos` and `heads`
+  ({head: {'class_count', 'class_correct', 'confusion_matrix'}}, see `class_results`; the
+  head is '' without class_splits); `by_split` keeps the latest one of every split.
+  """
+  entry = {"split": split, "step": None if step is None else int(step),
+           "num_videos": int(round(float(np.asarray(jax.device_get(sums["count"]))))),
+           "heads": class_results(sums)}
+  # Compact: a Kinetics confusion matrix is 400 × 400 numbers.
+  return _write_by_split(os.path.join(workdir, CLASS_RESULTS_FILE), split, entry, indent=None)
+
+
+def _write_by_split(path: str, split: str, entry: dict, indent: int | None = 2) -> str:
+  """Writes `{**entry, 'by_split': {..., split: entry}}` to `path` atomically, keeping the
+  other splits' entries of the file already there."""
+  workdir = os.path.dirname(path)
   by_split = {}
   if os.path.exists(path):
     try:
@@ -167,7 +207,7 @@ def write_eval_results(workdir: str, results: Mapping[str, float | int | None], 
   os.makedirs(workdir, exist_ok=True)
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
-    json.dump({**entry, "by_split": by_split}, f, indent=2, sort_keys=True)
+    json.dump({**entry, "by_split": by_split}, f, indent=indent, sort_keys=True)
     f.write("\n")
   os.replace(tmp, path)
   return path

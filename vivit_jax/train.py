@@ -231,7 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Args:
     config: a Scenic-style config (already validated, `config_check.validate_config`).
-    workdir: the run folder: checkpoints/, metrics.jsonl, eval_results.json, TensorBoard.
+    workdir: the run folder: checkpoints/, metrics.jsonl, eval_results.json,
+      confusion_matrix.json, config.json, TensorBoard.
     mode: 'train', 'eval' (the newest checkpoint of `workdir`, or a released Scenic one at
       `config.eval_checkpoint_path`) or 'train_and_eval'.
     data_fn: where batches come from (tests pass a fake); default `vivit_jax.data`.
@@ -247,6 +248,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is_primary = jax.process_index() == 0
   logging.info("experiment %s (dataset %s), mode %s", config.get("experiment_name"),
                config.get("dataset_name"), mode)
+  if is_primary:  # the config this run ran (tools/visualize.py's report shows it)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
   # ------------------------------------------------------------------------- model, optimizer
   model = config_facts.model(config)
@@ -334,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if is_primary:
         evaluate.write_eval_results(str(workdir), results, split=split, num_views=views,
                                     step=step)
+        evaluate.write_class_results(str(workdir), totals, split=split, step=step)
       return dict(results, num_views=views)
 
     if mode != "eval" and start_step < total_steps:

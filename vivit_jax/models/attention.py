@@ -15,7 +15,9 @@ implementation (`model.attention_implementation`) at trace time:
 ViViT's token counts (1 + 14·14 = 197, 1 + 16·14·14 = 3137, 16 or 17 frames) are never
 multiples of the kernels' tiles, so the fused paths pad the token axis and mask the padding:
 padded keys get no weight, padded queries are sliced off. With attention dropout in training
-the weights must exist, so that case always runs the explicit softmax.
+the weights must exist, so that case always runs the explicit softmax. So does a call that
+asks for the weights (`mutable=['intermediates']`, Models 1 and 2): they are sown as
+`intermediates/.../attention_weights` for tools/visualize.py.
 """
 import contextlib
 import contextvars
@@ -201,14 +203,20 @@ def dot_product_attention(q, k, v, *, dropout_rate: float = 0.0, deterministic: 
   return padded_attention(q, k, v, path.padded, _FUSED[path.kernel])
 
 
-def _explicit_attention(q, k, v, dropout_rate, dropout_rng):
-  """Softmax attention with dropout on the (float32) weights."""
+def attention_weights(q, k) -> jax.Array:
+  """The softmax weights `[b, heads, l_q, l_k]` (float32) of `q, k [b, l, heads, head_dim]`."""
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-  weights = jax.nn.softmax(logits, axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(v.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def _explicit_attention(q, k, v, dropout_rate, dropout_rng, weights=None):
+  """Softmax attention (dropout on the float32 weights when `dropout_rng` is given)."""
+  weights = attention_weights(q, k) if weights is None else weights
+  if dropout_rng is not None and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
 
 
 def padded_attention(q, k, v, padded: int, kernel: Callable):
@@ -354,9 +362,20 @@ class MultiHeadDotProductAttention(nn.Module):
     rng = None
     if not deterministic and self.dropout_rate > 0:
       rng = self.make_rng("dropout")
-    y = self.attention_fn(q, k, v, dropout_rate=self.dropout_rate, deterministic=deterministic,
-                          dropout_rng=rng, implementation=self.implementation,
-                          site="/".join(self.scope.path))
+    site = "/".join(self.scope.path)
+    if self.is_mutable_collection("intermediates") and self.attention_fn is full_attention:
+      # Weights asked for (`apply(..., mutable=['intermediates'])`, tools/visualize.py): the
+      # explicit softmax, kept as `intermediates/.../attention_weights [b, heads, l, l]`.
+      # Training never makes the collection mutable, so it keeps the fused paths.
+      weights = attention_weights(q, k)
+      _note(site, AttentionPath("explicit", q.shape[1], q.shape[1], "attention weights sown"),
+            self.implementation)
+      self.sow("intermediates", "attention_weights", weights)
+      y = _explicit_attention(q, k, v, self.dropout_rate, rng, weights)
+    else:
+      y = self.attention_fn(q, k, v, dropout_rate=self.dropout_rate,
+                            deterministic=deterministic, dropout_rng=rng,
+                            implementation=self.implementation, site=site)
     return nn.DenseGeneral(
         d, axis=(-2, -1), dtype=self.dtype, name="out",
         kernel_init=axes(self.kernel_init, (HEADS, HEAD_DIM, EMBED)),

@@ -128,17 +128,21 @@ class Predictor:
     return {name: np.exp(np.asarray(scores(head, self.average)[1][0]))
             for name, head in heads.items()}
 
-  def predict_file(self, path: str, top_k: int = 5) -> dict:
-    views = self.views(path)
-    probs = self.probabilities(views)
+  def top_classes(self, probs: dict[str, np.ndarray], top_k: int = 5) -> Union[list, dict]:
+    """`probabilities`' output as ranked [{index, label, probability}] ({head: list} with
+    class_splits)."""
     offsets = np.cumsum((0,) + tuple(self.heads["class_splits"] or ()))
     ranked = {}
     for h, (name, p) in enumerate(probs.items()):
       order = np.argsort(-p, kind="stable")[:top_k]
       ranked[name] = [{"index": int(i), "label": self.labels[int(i) + int(offsets[h])],
                        "probability": float(p[i])} for i in order]
+    return ranked[""] if "" in ranked else ranked
+
+  def predict_file(self, path: str, top_k: int = 5) -> dict:
+    views = self.views(path)
     return {"video": path, "views": int(views.shape[0]),
-            "top_k": ranked[""] if "" in ranked else ranked}
+            "top_k": self.top_classes(self.probabilities(views), top_k)}
 
 
 def _error_message(e: Exception) -> str:
