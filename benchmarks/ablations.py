@@ -95,13 +95,13 @@ def dataset_configs_of(spec: str, tiny: bool) -> ml_collections.ConfigDict:
   """`dataset_configs` for `--dataset`."""
   if spec in ("synthetic_order", "synthetic_motion"):
     task = spec.split("_", 1)[1]
-    dc = config_lib.synthetic_dataset(task)
+    data_cfg = config_lib.synthetic_dataset(task)
     if tiny:  # Its own folder: a set generated with other settings is refused, not overwritten.
-      dc.base_dir += "_tiny"
+      data_cfg.base_dir += "_tiny"
       sizes = {"train": 64, "validation": 8, "test": 24}
-      dc.synthetic.update({f"num_{k}": v for k, v in sizes.items()})
-      dc.examples_per_subset = sizes
-    return dc
+      data_cfg.synthetic.update({f"num_{k}": v for k, v in sizes.items()})
+      data_cfg.examples_per_subset = sizes
+    return data_cfg
   if spec.endswith(".py") or ".py:" in spec:
     return load_config_file(spec).dataset_configs
   raise ValueError(f"--dataset={spec!r}: 'synthetic_order', 'synthetic_motion' or a config file "
@@ -139,9 +139,9 @@ def small_model(attention_type: str, frame_size: int, width: dict, patch_grid: i
   return model
 
 
-def grid(dc: ml_collections.ConfigDict, width: dict, patch_grid: int = 4) -> list[dict]:
+def grid(data_cfg: ml_collections.ConfigDict, width: dict, patch_grid: int = 4) -> list[dict]:
   """The settings: [{group, name, num_frames, model}] in table order."""
-  frames, size = int(dc.num_frames), int(dc.crop_size)
+  frames, size = int(data_cfg.num_frames), int(data_cfg.crop_size)
   small = functools.partial(small_model, frame_size=size, width=width, patch_grid=patch_grid)
   if frames < 4 or frames % 4:
     raise ValueError(f"dataset_configs.num_frames={frames}: the grid needs a multiple of 4 "
@@ -169,13 +169,13 @@ def grid(dc: ml_collections.ConfigDict, width: dict, patch_grid: int = 4) -> lis
   return cells
 
 
-def cell_config(cell: dict, dc: ml_collections.ConfigDict, steps: int, tiny: bool,
+def cell_config(cell: dict, data_cfg: ml_collections.ConfigDict, steps: int, tiny: bool,
                 learning_rate: float | None = None) -> ml_collections.ConfigDict:
-  """configs/synthetic.py's training recipe, on `dc` with `num_frames`, for `steps` steps."""
+  """configs/synthetic.py's training recipe, on `data_cfg` with `num_frames`, for `steps` steps."""
   config = load_config_file(str(REPO / "configs" / "synthetic.py"))
   config.experiment_name = "ablation"
   config.dataset_name = "ablation"
-  config.dataset_configs = ml_collections.ConfigDict(dc.to_dict())
+  config.dataset_configs = ml_collections.ConfigDict(data_cfg.to_dict())
   config.dataset_configs.num_frames = cell["num_frames"]
   config.model = cell["model"]
   config.num_training_steps = steps
@@ -202,14 +202,14 @@ def config_key(config: ml_collections.ConfigDict) -> str:
 
 def tokens_of(config: ml_collections.ConfigDict) -> str:
   """'t×n': temporal positions × spatial tokens per position that the model sees."""
-  model, dc = config.model, config.dataset_configs
+  model, data_cfg = config.model, config.dataset_configs
   fh, fw = tuple(model.patches.size)[:2]
-  n = (dc.crop_size // fh) * (dc.crop_size // fw)
+  n = (data_cfg.crop_size // fh) * (data_cfg.crop_size // fw)
   if model.temporal_encoding_config.method == "temporal_sampling":
-    t = len(embed.uniform_frame_indices(dc.num_frames,
+    t = len(embed.uniform_frame_indices(data_cfg.num_frames,
                                         model.temporal_encoding_config.n_sampled_frames))
   else:
-    t = dc.num_frames // model.patches.size[2]
+    t = data_cfg.num_frames // model.patches.size[2]
   return f"{t}×{n}"
 
 
@@ -290,8 +290,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
   steps = args.steps or (2 if args.tiny else 800)
-  dc = dataset_configs_of(args.dataset, args.tiny)
-  cells = grid(dc, TINY_WIDTH if args.tiny else WIDTH, args.patch_grid)
+  data_cfg = dataset_configs_of(args.dataset, args.tiny)
+  cells = grid(data_cfg, TINY_WIDTH if args.tiny else WIDTH, args.patch_grid)
   if args.only:
     wanted = {w.strip() for w in args.only.split(",")}
     unknown = wanted - {c["group"] for c in cells} - {c["name"] for c in cells}
@@ -305,7 +305,7 @@ def main(argv=None) -> int:
   runs: dict[str, dict] = {}  # config key → result: equal settings run once
   rows = []
   for i, cell in enumerate(cells):
-    config = cell_config(cell, dc, steps, args.tiny, args.learning_rate)
+    config = cell_config(cell, data_cfg, steps, args.tiny, args.learning_rate)
     key = config_key(config)
     if key not in runs:
       folder = f"{len(runs):02d}_" + "".join(ch if ch.isalnum() else "_" for ch in cell["name"])

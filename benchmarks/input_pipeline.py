@@ -93,7 +93,7 @@ def main():
   args = parser.parse_args()
   path = make_data(args.data_dir, args.videos, args.frames)
   import ml_collections  # pylint: disable=g-import-not-at-top
-  dc = ml_collections.ConfigDict({
+  data_cfg = ml_collections.ConfigDict({
       "base_dir": "", "tables": {"train": path}, "num_classes": 10, "num_frames": 32,
       "stride": 2, "min_resize": 256, "crop_size": 224, "zero_centering": True,
       "random_flip": True, "decode_all_frames": False,
@@ -109,8 +109,8 @@ def main():
   for r in range(args.rounds):
     order = list(runs) if r % 2 == 0 else list(runs)[::-1]
     for name in order:
-      dc.decode_all_frames = name == "decode_every_frame"
-      runs[name].append(clips_per_second(dc, args.batch_size, args.batches, args.warmup))
+      data_cfg.decode_all_frames = name == "decode_every_frame"
+      runs[name].append(clips_per_second(data_cfg, args.batch_size, args.batches, args.warmup))
     crc_fractions.append(crc_seconds_per_record(path) * runs["sample_then_decode"][-1])
     print(f"round {r + 1}: " + ", ".join(f"{n} {v[-1]:.2f} clips/s" for n, v in runs.items())
           + f", CRC check {100 * crc_fractions[-1]:.2f}% of the time per clip")

@@ -35,4 +35,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           label_smoothing=0.2, mixup_alpha=0.1)
   config.init_from = config_lib.init_from_vit(None)
   config_lib.set_run_fields(config, checkpoint_steps=500)
-  return config_lib.finish(config, arg)
+  return config_lib.apply_config_arg(config, arg)

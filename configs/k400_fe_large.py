@@ -30,4 +30,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config_lib.set_training(config, base_learning_rate=1e-1, epochs=30)
   config.init_from = config_lib.init_from_vit("path_to_checkpoint_of_vit_l_16")
   config_lib.set_run_fields(config, checkpoint_steps=500)
-  return config_lib.finish(config, arg)
+  return config_lib.apply_config_arg(config, arg)

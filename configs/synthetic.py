@@ -54,4 +54,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.init_from = ml_collections.ConfigDict()
   config_lib.set_run_fields(config, checkpoint_steps=200, log_summary_steps=25,
                             log_eval_steps=200)
-  return config_lib.finish(config, arg)
+  return config_lib.apply_config_arg(config, arg)

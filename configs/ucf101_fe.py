@@ -45,5 +45,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.init_from = config_lib.init_from_vit(KINETICS_400_B_FE)
   config.init_from.restore_output_proj = False
   config_lib.set_run_fields(config, checkpoint_steps=500)
-  config = config_lib.finish(config, arg)
+  config = config_lib.apply_config_arg(config, arg)
   return config_lib.read_synthetic_through_tfds(config) if arg == "runlocal" else config

@@ -165,11 +165,13 @@ def test_unavailable_kernels_fail_with_one_line():
   attention.check_implementation("auto", "float32", platform="cpu")
 
 
-def test_each_choice_is_logged_once(caplog):
+def test_each_choice_is_logged_once(caplog, monkeypatch):
+  monkeypatch.setattr(attention, "_LOGGED", set())  # another test may have logged this choice
   q = jnp.zeros((1, 33, 1, 8))
   caplog.set_level("INFO")
   for _ in range(3):
     jax.eval_shape(lambda q: attention.dot_product_attention(q, q, q, implementation="auto"), q)
-  lines = [r.getMessage() for r in caplog.records if "attention_implementation" in r.message]
+  lines = [r.getMessage() for r in caplog.records
+           if "attention_implementation" in r.getMessage()]
   assert lines == ["attention_implementation='auto' → xla: 33 tokens (auto: no fused kernel "
                    "on cpu)"]

@@ -6,20 +6,20 @@ import pytest
 
 from tests import train_helpers, train_procs
 from tests.test_configs import load
-from vivit_jax import config_facts, dry_run, optim, schedules, sharding, train
+from vivit_jax import config_facts, dry_run, optim, schedules, sharding, train_state
 
 GiB = 2**30
 
 
 def _abstract_state(config):
   tx, _ = optim.build_optimizer(config, schedules.steps_per_epoch_of(config))
-  return train.abstract_train_state(config_facts.model(config), tx,
+  return train_state.abstract_train_state(config_facts.model(config), tx,
                                     config_facts.input_shape(config))[0]
 
 
 def _state_bytes(config) -> int:
-  """What `train.make_run_mesh` weighs: params, their gradients and the optimizer state."""
-  return train.replicated_state_bytes(_abstract_state(config))
+  """What `train_state.make_run_mesh` weighs: params, their gradients and the optimizer state."""
+  return train_state.replicated_state_bytes(_abstract_state(config))
 
 
 def test_default_mesh_rule_on_tpu_hosts_and_pods():
@@ -45,10 +45,10 @@ def test_config_mesh_wins_over_the_rule(monkeypatch):
   monkeypatch.setattr(sharding, "device_memory_bytes", lambda device: 1)  # "nothing fits"
   config = train_helpers.tiny_config(mesh=(("data", 2), ("fsdp", 2), ("tensor", 2)))
   abstract = _abstract_state(config)
-  mesh, why = train.make_run_mesh(config, abstract)
+  mesh, why = train_state.make_run_mesh(config, abstract)
   assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2} and why == "config.mesh"
   config.mesh = None
-  assert dict(train.make_run_mesh(config, abstract)[0].shape) == {
+  assert dict(train_state.make_run_mesh(config, abstract)[0].shape) == {
       "data": 1, "fsdp": 8, "tensor": 1}
 
 

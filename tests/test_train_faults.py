@@ -13,7 +13,7 @@ import pytest
 
 from tests import train_helpers as th
 from tests import train_procs
-from vivit_jax import checkpointing, checkpoints, train
+from vivit_jax import checkpoints, run_state, train
 
 STEPS = 8
 
@@ -114,7 +114,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
   bad_step = int(str(err.value).split("at step ")[1].split(" ")[0])
   steps = _complete_steps(tmp_path)
   assert steps and max(steps) < bad_step
-  manager = checkpointing.make_manager(tmp_path)
+  manager = run_state.make_manager(tmp_path)
   restored = manager.restore(max(steps))["state"]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored["params"]))
 
@@ -226,7 +226,7 @@ def test_damaged_newest_checkpoints_are_set_aside_and_training_resumes(tmp_path,
 def test_eval_of_a_damaged_checkpoint_fails_in_one_line(tmp_path, reference):
   shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
   _damage(tmp_path / "checkpoints" / "8")
-  with pytest.raises(checkpointing.DamagedCheckpointError) as err:
+  with pytest.raises(run_state.DamagedCheckpointError) as err:
     train.train_and_evaluate(th.tiny_config(), str(tmp_path), mode="eval",
                              data_fn=th.fake_data_fn, devices=jax.devices()[:1])
   message = str(err.value)
@@ -240,7 +240,7 @@ def test_every_checkpoint_damaged_stops_instead_of_starting_over(tmp_path, refer
   shutil.copytree(reference[0] / "checkpoints", tmp_path / "checkpoints")
   for step in _complete_steps(tmp_path):
     _damage(tmp_path / "checkpoints" / str(step))
-  with pytest.raises(checkpointing.DamagedCheckpointError,
+  with pytest.raises(run_state.DamagedCheckpointError,
                      match=r"no checkpoint of .*checkpoints restores: checkpoint .*8 is damaged"):
     train.train_and_evaluate(th.tiny_config(num_training_steps=STEPS), str(tmp_path),
                              mode="train", data_fn=th.fake_data_fn, devices=jax.devices()[:1])
@@ -259,7 +259,7 @@ def test_disk_full_during_a_save_stops_and_keeps_older_checkpoints(tmp_path, ref
 
   monkeypatch.setattr(async_path, "write_text", write_text)
   config = th.tiny_config(num_training_steps=STEPS, checkpoint_steps=2)
-  with pytest.raises(checkpointing.CheckpointSaveError) as err:
+  with pytest.raises(run_state.CheckpointSaveError) as err:
     train.train_and_evaluate(config, str(tmp_path), mode="train", data_fn=th.fake_data_fn,
                              devices=jax.devices()[:1])
   assert err.value.errno == errno.ENOSPC

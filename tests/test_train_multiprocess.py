@@ -9,7 +9,7 @@ import pytest
 
 from tests import train_helpers as th
 from tests import train_procs
-from vivit_jax import checkpointing, distributed, train
+from vivit_jax import distributed, run_state, train
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_two_processes_match_one_and_resume(tmp_path):
   np.testing.assert_allclose([losses[s] for s in range(1, 7)],
                              [ref_losses[s] for s in range(1, 7)], rtol=1e-5, atol=1e-6)
 
-  restored = checkpointing.restore(checkpointing.make_manager(workdir), 6, ref_state)
+  restored = run_state.restore(run_state.make_manager(workdir), 6, ref_state)
   assert int(restored["step"]) == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                        rtol=1e-4, atol=1e-5),

@@ -40,10 +40,10 @@ def main():
                            num_processes=args.num_processes, process_id=args.process_id,
                            heartbeat_timeout_seconds=args.heartbeat_timeout)
   import train_helpers as th  # pylint: disable=g-import-not-at-top
-  from vivit_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from vivit_jax import run_state, train  # pylint: disable=g-import-not-at-top
 
   if args.kill_in_save:
-    _kill_in_save(args.kill_in_save, args.kill_point, checkpointing)
+    _kill_in_save(args.kill_in_save, args.kill_point, run_state)
 
   def data_fn(*a, **kw):
     for batch in th.fake_data_fn(*a, **kw):
@@ -56,7 +56,7 @@ def main():
   print("processes", jax.process_count(), "devices", jax.device_count(), flush=True)
 
 
-def _kill_in_save(step: int, point: str, checkpointing) -> None:
+def _kill_in_save(step: int, point: str, run_state) -> None:
   """Patches the save path so that the process SIGKILLs itself at `point` of saving `step`."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from orbax.checkpoint._src.path import async_path  # pylint: disable=g-import-not-at-top
@@ -64,13 +64,13 @@ def _kill_in_save(step: int, point: str, checkpointing) -> None:
   def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-  real_save = checkpointing.save
+  real_save = run_state.save
 
   def save(manager, s, state, **kw):
     real_save(manager, s, state, **kw)
     if s == step and point == "started":  # the async write has started, not finished
       die()
-  checkpointing.save = save
+  run_state.save = save
 
   real_finalize = ocp.CompositeCheckpointHandler.finalize
 

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 
 from vivit_jax import config_facts, evaluate, optim, schedules, sharding
+from vivit_jax.checkpoints import surgery, vit
 from vivit_jax.data import fields
 from vivit_jax.models import ATTENTION_TYPES, CLASSIFIERS, build_model
 
@@ -161,16 +162,16 @@ def _num_classes(config) -> int:
 
 
 def _check_dataset(config) -> None:
-  dc = config.dataset_configs
-  _check_refused("dataset_configs.", dc, fields.REFUSED_DATASET_FIELDS, off_is_fine=False)
-  _check_known("dataset_configs.", dc.keys(), fields.DATASET_CONFIG_FIELDS)
-  if dc.get("one_hot_labels") is False:
+  data_cfg = config.dataset_configs
+  _check_refused("dataset_configs.", data_cfg, fields.REFUSED_DATASET_FIELDS, off_is_fine=False)
+  _check_known("dataset_configs.", data_cfg.keys(), fields.DATASET_CONFIG_FIELDS)
+  if data_cfg.get("one_hot_labels") is False:
     _fail("dataset_configs.one_hot_labels", False, "labels are always one-hot (or multi-hot) "
           "here; set True or remove it")
-  _int(dc, "prefetch_to_device", "dataset_configs.prefetch_to_device", minimum=0)
+  _int(data_cfg, "prefetch_to_device", "dataset_configs.prefetch_to_device", minimum=0)
   config_facts.data_dtype(config)
   for key in ("tables", "examples_per_subset"):
-    table = dc.get(key)
+    table = data_cfg.get(key)
     if table is None:
       continue
     for split, value in dict(table).items():
@@ -180,14 +181,14 @@ def _check_dataset(config) -> None:
         _fail(f"dataset_configs.{key}.{split}", value,
               "must be a file pattern string" if key == "tables" else
               "must be a non-negative integer")
-  if dc.get("base_dir") is not None and not isinstance(dc.base_dir, str):
-    _fail("dataset_configs.base_dir", dc.base_dir, "must be a path string")
+  if data_cfg.get("base_dir") is not None and not isinstance(data_cfg.base_dir, str):
+    _fail("dataset_configs.base_dir", data_cfg.base_dir, "must be a path string")
   for key in ("num_frames", "crop_size", "min_resize", "stride", "num_test_clips"):
-    _int(dc, key, f"dataset_configs.{key}")
-  if dc.get("tfds_name") is not None:
-    fields.check_tfds_fields(dc)
-  if dc.get("tables") is not None or dc.get("tfds_name") is not None:
-    fields.ClipConfig.from_configs(dc)
+    _int(data_cfg, key, f"dataset_configs.{key}")
+  if data_cfg.get("tfds_name") is not None:
+    fields.check_tfds_fields(data_cfg)
+  if data_cfg.get("tables") is not None or data_cfg.get("tfds_name") is not None:
+    fields.ClipConfig.from_configs(data_cfg)
 
 
 def _check_training(config) -> None:
@@ -231,7 +232,6 @@ def _check_init_from(config) -> None:
   _check_known("init_from.", init_from.keys(), INIT_FROM_FIELDS)
   if not init_from.get("checkpoint_path"):
     return
-  from vivit_jax.checkpoints import surgery, vit  # local: only when initialising from one
   vit.check_format(init_from.get("checkpoint_format", "scenic"))
   how = init_from.get("positional_embed_size_change", "tile")
   if how not in surgery.POSEMB_SIZE_CHANGES:

@@ -22,8 +22,8 @@ class Heads(NamedTuple):
 
 def heads(config: ml_collections.ConfigDict) -> Heads:
   """`dataset_configs.class_splits` and `split_names`, checked against each other."""
-  dc = config.get("dataset_configs") or {}
-  splits, names = dc.get("class_splits"), dc.get("split_names")
+  data_cfg = config.get("dataset_configs") or {}
+  splits, names = data_cfg.get("class_splits"), data_cfg.get("split_names")
   if not splits:
     return Heads(None, None)
   splits = tuple(splits)
@@ -38,11 +38,11 @@ def heads(config: ml_collections.ConfigDict) -> Heads:
 
 def num_classes(config: ml_collections.ConfigDict) -> int:
   """The output width: `dataset_configs.num_classes` (with class splits: their sum)."""
-  dc = config.get("dataset_configs")
-  if dc is None:
+  data_cfg = config.get("dataset_configs")
+  if data_cfg is None:
     raise ValueError("config.dataset_configs is required (num_classes, tables, ...)")
   splits = heads(config).class_splits
-  n = dc.get("num_classes")
+  n = data_cfg.get("num_classes")
   if n is None:
     if splits:
       return sum(splits)
@@ -57,8 +57,8 @@ def num_classes(config: ml_collections.ConfigDict) -> int:
 
 def input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   """One clip `[t, h, w, 3]` from `dataset_configs.num_frames` and `crop_size` (int or (h, w))."""
-  dc = config.get("dataset_configs") or {}
-  frames, crop = dc.get("num_frames"), dc.get("crop_size")
+  data_cfg = config.get("dataset_configs") or {}
+  frames, crop = data_cfg.get("num_frames"), data_cfg.get("crop_size")
   if frames is None or crop is None:
     raise ValueError("config.dataset_configs.num_frames and .crop_size are required (they fix "
                      "the number of tokens)")

@@ -55,12 +55,12 @@ def tfds_video_dataset(tfds_name: str, num_classes: int, sizes: dict, *, splits:
   """`dataset_configs` of a video dataset prepared with TFDS (docs/finetuning.md); `kwargs` as
   `video_dataset`. `tfds_data_dir` unset: TFDS's default folder ($TFDS_DATA_DIR or
   ~/tensorflow_datasets)."""
-  dc = video_dataset("", num_classes, sizes, **kwargs)
-  del dc.base_dir, dc.tables
-  dc.tfds_name = tfds_name
-  dc.tfds_data_dir = ml_collections.config_dict.placeholder(str)
-  dc.tfds_splits = dict(splits)
-  return dc
+  data_cfg = video_dataset("", num_classes, sizes, **kwargs)
+  del data_cfg.base_dir, data_cfg.tables
+  data_cfg.tfds_name = tfds_name
+  data_cfg.tfds_data_dir = ml_collections.config_dict.placeholder(str)
+  data_cfg.tfds_splits = dict(splits)
+  return data_cfg
 
 
 def augmentation(*, color: bool, rand_augment_magnitude: int | None = None
@@ -248,20 +248,20 @@ def runlocal(config: ml_collections.ConfigDict, *, steps: int = 10
   regularisation, flip and number of test views; replaces the data, the model widths, the
   number of steps and the pretrained initialisation.
   """
-  dc = config.dataset_configs
+  data_cfg = config.dataset_configs
   local = synthetic_dataset()
-  local.random_flip = dc.get("random_flip", True)
-  local.num_test_clips = min(2, dc.get("num_test_clips", 1))
-  local.do_three_spatial_crops = dc.get("do_three_spatial_crops", False)
-  local.augmentation_params = dc.get("augmentation_params", local.augmentation_params)
-  if dc.get("class_splits"):
+  local.random_flip = data_cfg.get("random_flip", True)
+  local.num_test_clips = min(2, data_cfg.get("num_test_clips", 1))
+  local.do_three_spatial_crops = data_cfg.get("do_three_spatial_crops", False)
+  local.augmentation_params = data_cfg.get("augmentation_params", local.augmentation_params)
+  if data_cfg.get("class_splits"):
     # One label per synthetic clip: both heads learn it (the same key read twice).
     from vivit_jax.data import tfrecord  # local: pulls in TensorFlow
     n = local.num_classes
-    local.label_keys = (tfrecord.LABEL_KEY,) * len(dc.class_splits)
-    local.class_splits = [n] * len(dc.class_splits)
-    local.split_names = list(dc.get("split_names") or [])
-    local.num_classes = n * len(dc.class_splits)
+    local.label_keys = (tfrecord.LABEL_KEY,) * len(data_cfg.class_splits)
+    local.class_splits = [n] * len(data_cfg.class_splits)
+    local.split_names = list(data_cfg.get("split_names") or [])
+    local.num_classes = n * len(data_cfg.class_splits)
   config.dataset_configs = local
 
   model = config.model
@@ -291,7 +291,8 @@ def runlocal(config: ml_collections.ConfigDict, *, steps: int = 10
 CONFIG_ARGS = ("runlocal",)
 
 
-def finish(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+def apply_config_arg(config: ml_collections.ConfigDict, arg: str | None
+                     ) -> ml_collections.ConfigDict:
   """Applies the `get_config` argument: None/'' (the full experiment) or 'runlocal'."""
   if not arg:
     return config

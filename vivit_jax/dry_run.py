@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vivit_jax import config_facts, optim, schedules, sharding, train
+from vivit_jax import config_facts, optim, schedules, sharding, train, train_state
 from vivit_jax.models import attention
 
 
@@ -26,14 +26,14 @@ def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
   """
   model = config_facts.model(config)
   tx, lr_fn = optim.build_optimizer(config, schedules.steps_per_epoch_of(config))
-  abstract, boxed = train.abstract_train_state(model, tx, config_facts.input_shape(config))
-  mesh, mesh_reason = train.make_run_mesh(config, abstract, devices)
+  abstract, boxed = train_state.abstract_train_state(model, tx, config_facts.input_shape(config))
+  mesh, mesh_reason = train_state.make_run_mesh(config, abstract, devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
-  shardings = train.state_shardings(abstract, boxed, mesh, rules)
+  shardings = train_state.state_shardings(abstract, boxed, mesh, rules)
   state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                        abstract, shardings)
   global_batch = int(config.batch_size)
-  train.local_batch_size(global_batch, mesh, "batch_size")  # raises if it does not split
+  train_state.local_batch_size(global_batch, mesh, "batch_size")  # raises if it does not split
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     jitted, batch = train.jit_train_step(config, model, tx, lr_fn, shardings, mesh)
     with attention.record_paths() as paths:

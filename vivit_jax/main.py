@@ -82,7 +82,7 @@ def main(argv) -> int:
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          heartbeat_timeout_seconds=_HEARTBEAT.value)
   import jax  # pylint: disable=g-import-not-at-top
-  from vivit_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  from vivit_jax import run_state, train  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # one voice in the logs
   if _DRY_RUN.value:
@@ -94,7 +94,7 @@ def main(argv) -> int:
       train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
   except UserInputError as e:
     return _stop(EXIT_BAD_INPUT, "bad input", e)
-  except (FloatingPointError, checkpointing.CheckpointSaveError) as e:
+  except (FloatingPointError, run_state.CheckpointSaveError) as e:
     logging.error("%s", e)
     return _stop(EXIT_FAILED, "stopped", e)
   return 0

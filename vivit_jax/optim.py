@@ -74,8 +74,8 @@ def check_optimizer_config(config: ml_collections.ConfigDict) -> None:
   name = config.get("optimizer")
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer={name!r}; valid: {list(OPTIMIZERS)}")
-  oc = config.get("optimizer_configs") or {}
-  for key in oc:
+  opt_cfg = config.get("optimizer_configs") or {}
+  for key in opt_cfg:
     if key not in OPTIMIZER_FIELDS[name]:
       raise ValueError(f"optimizer_configs.{key} is not used by optimizer={name!r}; "
                        f"valid fields: {list(OPTIMIZER_FIELDS[name])}")
@@ -89,13 +89,13 @@ def check_optimizer_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"gradient_accumulation_steps={k}; must be an integer >= 1")
 
 
-def _direction(name: str, oc) -> optax.GradientTransformation:
+def _direction(name: str, opt_cfg) -> optax.GradientTransformation:
   if name in ("momentum", "nesterov", "sgd"):
-    momentum = oc.get("momentum", 0.0 if name == "sgd" else 0.9)
-    nesterov = bool(oc.get("nesterov", name == "nesterov"))
+    momentum = opt_cfg.get("momentum", 0.0 if name == "sgd" else 0.9)
+    nesterov = bool(opt_cfg.get("nesterov", name == "nesterov"))
     return optax.trace(decay=momentum, nesterov=nesterov) if momentum else optax.identity()
-  return optax.scale_by_adam(b1=oc.get("beta1", 0.9), b2=oc.get("beta2", 0.999),
-                             eps=oc.get("epsilon", 1e-8))
+  return optax.scale_by_adam(b1=opt_cfg.get("beta1", 0.9), b2=opt_cfg.get("beta2", 0.999),
+                             eps=opt_cfg.get("epsilon", 1e-8))
 
 
 def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int | None
@@ -112,7 +112,7 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int | No
   """
   check_optimizer_config(config)
   name = config.optimizer
-  oc = config.get("optimizer_configs") or ml_collections.ConfigDict()
+  opt_cfg = config.get("optimizer_configs") or ml_collections.ConfigDict()
   total = total_training_steps(config, steps_per_epoch)
   lr_schedule = build_lr_schedule(config.get("lr_configs"), total_steps=total,
                                   steps_per_epoch=steps_per_epoch)
@@ -123,11 +123,11 @@ def build_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int | No
     parts.append(optax.add_decayed_weights(float(config.l2_decay_factor), mask=l2_mask))
   if config.get("max_grad_norm"):
     parts.append(optax.clip_by_global_norm(float(config.max_grad_norm)))
-  parts.append(_direction(name, oc))
+  parts.append(_direction(name, opt_cfg))
   # optax.adamw's default decay; the other optimizers default to none.
-  weight_decay = float(oc.get("weight_decay", 1e-4 if name == "adamw" else 0.0))
+  weight_decay = float(opt_cfg.get("weight_decay", 1e-4 if name == "adamw" else 0.0))
   if weight_decay:
-    exclude = tuple(oc.get("weight_decay_exclude", DEFAULT_WEIGHT_DECAY_EXCLUDE))
+    exclude = tuple(opt_cfg.get("weight_decay_exclude", DEFAULT_WEIGHT_DECAY_EXCLUDE))
     parts.append(optax.add_decayed_weights(
         weight_decay, mask=lambda p: weight_decay_mask(p, exclude)))
   inner_lr: Callable = lr_schedule if k == 1 else (lambda count: lr_schedule(count * k))

@@ -50,19 +50,19 @@ def _needed_splits(config: ml_collections.ConfigDict, mode: str) -> list[str]:
 
 
 def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
-  dc = config.dataset_configs
-  if dc.get("synthetic"):
+  data_cfg = config.dataset_configs
+  if data_cfg.get("synthetic"):
     return  # generated on first use
-  if dc.get("tfds_name"):
+  if data_cfg.get("tfds_name"):
     from vivit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top  (TFDS)
     try:
-      tfds_source.open_builder(dc)
+      tfds_source.open_builder(data_cfg)
     except (FileNotFoundError, ValueError) as e:
       raise UserInputError(str(e)) from None
     return
-  if dc.get("tables") is None:
+  if data_cfg.get("tables") is None:
     return
-  base_dir = dc.get("base_dir") or ""
+  base_dir = data_cfg.get("base_dir") or ""
   if base_dir and not _is_remote(base_dir) and not os.path.isdir(base_dir):
     raise UserInputError(
         f"config.dataset_configs.base_dir: {base_dir} is not a folder. Prepare the dataset "
@@ -70,7 +70,7 @@ def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
         "--config.dataset_configs.base_dir at it, or set $VIVIT_DATA_DIR")
   from vivit_jax.data import tfrecord  # pylint: disable=g-import-not-at-top  (TensorFlow)
   for split in _needed_splits(config, mode):
-    spec = dc.tables.get(split)
+    spec = data_cfg.tables.get(split)
     if spec is None:
       raise UserInputError(f"config.dataset_configs.tables has no {split!r} entry, which "
                            f"--mode={mode} reads")

@@ -37,8 +37,8 @@ Schedule = Callable[[jnp.ndarray], jnp.ndarray]
 
 def steps_per_epoch_of(config: ml_collections.ConfigDict) -> int | None:
   """`dataset_configs.examples_per_subset.train // batch_size` (None when unknown), as Scenic."""
-  dc = config.get("dataset_configs") or {}
-  train = (dc.get("examples_per_subset") or {}).get("train")
+  data_cfg = config.get("dataset_configs") or {}
+  train = (data_cfg.get("examples_per_subset") or {}).get("train")
   if not train or not config.get("batch_size"):
     return None
   return max(1, int(train) // int(config.batch_size))

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax.core import meta
+from clu import parameter_overview
 
-from vivit_jax import checkpointing, config_facts, evaluate, optim, schedules, sharding
+from vivit_jax import checkpoints, config_facts, evaluate, optim, run_state, schedules, sharding
+from vivit_jax import train_state
 from vivit_jax import metrics as metrics_lib
 from vivit_jax.data import mixing
 
@@ -44,87 +45,6 @@ def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
       kwargs["start_step"] = start_step
     return data.build_dataset(config.dataset_configs, split, batch_size, **kwargs)
   return data_fn
-
-
-def local_batch_size(global_size: int, mesh: jax.sharding.Mesh, name: str) -> int:
-  """This host's share of a global batch; the batch must split evenly over the data axes."""
-  if global_size % jax.process_count() or global_size % sharding.data_parallel_size(mesh):
-    raise ValueError(
-        f"config.{name}={global_size} must be divisible by the number of processes "
-        f"({jax.process_count()}) and by the data-parallel mesh size "
-        f"({sharding.data_parallel_size(mesh)} = data x fsdp)")
-  return global_size // jax.process_count()
-
-
-def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, input_shape):
-  """Shapes of the train state, allocating nothing.
-
-  Returns:
-    (abstract_state, boxed_abstract_params): the boxed params carry the logical axis names.
-  """
-  boxed = jax.eval_shape(config_facts.init_fn(model, input_shape), jax.random.PRNGKey(0))
-  params = meta.unbox(boxed)
-  return {"params": params, "opt_state": jax.eval_shape(tx.init, params),
-          "step": jax.ShapeDtypeStruct((), jnp.int32)}, boxed
-
-
-def state_shardings(abstract_state, boxed, mesh, rules) -> dict:
-  """Shardings of the train state: params by their logical axes, optimizer state like them."""
-  param_sh = sharding.param_shardings(boxed, mesh, rules)
-  return {
-      "params": param_sh,
-      "opt_state": sharding.opt_state_shardings(abstract_state["opt_state"],
-                                                abstract_state["params"], param_sh, mesh),
-      "step": sharding.replicated(mesh),
-  }
-
-
-def make_run_mesh(config: ml_collections.ConfigDict, abstract_state, devices=None
-                  ) -> tuple[jax.sharding.Mesh, str]:
-  """`config.mesh`, or when it is unset `sharding.default_mesh`'s rule for this train state.
-
-  Returns:
-    (mesh, where its shape came from in words)
-  """
-  if config.get("mesh"):
-    return sharding.make_mesh(config.mesh, devices), "config.mesh"
-  devices = list(jax.devices() if devices is None else devices)
-  mesh_config, reason = sharding.default_mesh(
-      replicated_state_bytes(abstract_state), sharding.device_memory_bytes(devices[0]),
-      len(devices), len({d.process_index for d in devices}))
-  return sharding.make_mesh(mesh_config, devices), reason
-
-
-def replicated_state_bytes(abstract_state) -> int:
-  """Bytes one device holds for the step when nothing is sharded: parameters, their
-  gradients (a second copy during the step) and the optimizer state."""
-  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-  return 2 * nbytes(abstract_state["params"]) + nbytes(abstract_state["opt_state"])
-
-
-def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng,
-                 mesh, rules, *, abstract=None):
-  """The train state born sharded on its devices, and its shardings: `(state, shardings)`.
-
-  `abstract` is `abstract_train_state(...)` when the caller has it already (saves a trace).
-  """
-  abstract_state, boxed = abstract or abstract_train_state(model, tx, input_shape)
-  shardings = state_shardings(abstract_state, boxed, mesh, rules)
-  init_params = config_facts.init_fn(model, input_shape)
-
-  def init_state(rng):
-    params = meta.unbox(init_params(rng))
-    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
-
-  return jax.jit(init_state, out_shardings=shardings)(rng), shardings
-
-
-def fresh_state_from_params(params, tx, shardings):
-  """A state at step 0 around given (e.g. pretrained) params, laid out as `shardings`."""
-  params = jax.device_put(params, shardings["params"])
-  return jax.jit(
-      lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((), jnp.int32)},
-      out_shardings=shardings, donate_argnums=0)(params)
 
 
 def make_train_step(model, tx, lr_fn, config) -> Callable:
@@ -243,7 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     `test` results, `flops_per_step`, `line`, the closing line also printed).
   """
   t_start = time.time()
-  workdir = checkpointing.absolute(workdir)
+  workdir = run_state.absolute(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_primary = jax.process_index() == 0
   logging.info("experiment %s (dataset %s), mode %s", config.get("experiment_name"),
@@ -258,8 +178,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx, lr_fn = optim.build_optimizer(config, steps_per_epoch)
 
   # ------------------------------------------------------------------------- mesh
-  abstract = abstract_train_state(model, tx, config_facts.input_shape(config))
-  mesh, mesh_reason = make_run_mesh(config, abstract[0], devices)
+  abstract = train_state.abstract_train_state(model, tx, config_facts.input_shape(config))
+  mesh, mesh_reason = train_state.make_run_mesh(config, abstract[0], devices)
   rules = sharding.logical_rules(config.get("sharding_rules"))
   logging.info("mesh %s over %d devices, %d processes (%s)", dict(mesh.shape), mesh.size,
                jax.process_count(), mesh_reason)
@@ -269,20 +189,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data_fn = data_fn or default_data_fn(config)
   seed = int(config.get("rng_seed", 0))
   global_batch = int(config.batch_size)
-  local_eval = local_batch_size(int(config.get("eval_batch_size") or global_batch), mesh,
-                                "eval_batch_size")
+  local_eval = train_state.local_batch_size(
+      int(config.get("eval_batch_size") or global_batch), mesh, "eval_batch_size")
   batch_dtypes = {"inputs": config_facts.data_dtype(config), "label": np.float32,
                   "batch_mask": np.float32}
   prefetch = int(config.dataset_configs.get("prefetch_to_device", 2))
 
   # ------------------------------------------------------------------------- state, born sharded
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
-  state, shardings = create_state(model, tx, config_facts.input_shape(config), init_rng, mesh,
-                                  rules, abstract=abstract)
+  state, shardings = train_state.create_state(
+      model, tx, config_facts.input_shape(config), init_rng, mesh, rules, abstract=abstract)
 
   # ------------------------------------------------------------------------- restore or init
   save_checkpoints = bool(config.get("checkpoint", True))
-  manager = checkpointing.make_manager(
+  manager = run_state.make_manager(
       workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
   writer = metrics_lib.MetricWriter(str(workdir), is_primary=is_primary,
                                     write_summary=config.get("write_summary", True))
@@ -292,25 +212,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info("config.checkpoint=False: no checkpoint is saved or resumed from (as Scenic)")
     latest = None
   else:
-    latest, restored = checkpointing.restore_newest(manager, state, fall_back=mode != "eval")
+    latest, restored = run_state.restore_newest(manager, state, fall_back=mode != "eval")
   if latest is not None:
     logging.info("resuming from %s", manager.directory / str(latest))
     state = restored
     writer.drop_after(latest)  # steps after the checkpoint are replayed, and logged again
   elif mode == "eval" and config.get("eval_checkpoint_path"):
-    from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
     params = checkpoints.load_scenic_checkpoint(config.eval_checkpoint_path)
     expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state["params"])
     params = checkpoints.match_params(expected, params, source=config.eval_checkpoint_path)
-    state = fresh_state_from_params(params, tx, shardings)
+    state = train_state.fresh_state_from_params(params, tx, shardings)
   elif mode == "eval":
     raise ValueError(f"--mode=eval: no checkpoint in {manager.directory} and "
                      "config.eval_checkpoint_path is not set")
   elif config.get("init_from") and config.init_from.get("checkpoint_path"):
-    from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
     logging.info("initialising from %s", config.init_from.checkpoint_path)
     params = checkpoints.init_from_pretrained(config, jax.device_get(state["params"]))
-    state = fresh_state_from_params(params, tx, shardings)
+    state = train_state.fresh_state_from_params(params, tx, shardings)
   start_step = int(jax.device_get(state["step"]))
   summary: dict[str, Any] = {"workdir": str(workdir)}
 
@@ -353,11 +271,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       eval_every = int(config.get("log_eval_steps") or 0)
       ckpt_every = int(config.get("checkpoint_steps") or 0) if save_checkpoints else 0
       profile = (start_step + 2, start_step + 2 + PROFILE_STEPS) if config.get("xprof") else None
-      local_train = local_batch_size(global_batch, mesh, "batch_size")
+      local_train = train_state.local_batch_size(global_batch, mesh, "batch_size")
       batches = sharding.prefetch_to_device(
           data_fn("train", local_train, seed=seed, start_step=start_step, **proc), mesh,
           prefetch, batch_dtypes)
-      sigterm = checkpointing.SigtermFlag()
+      sigterm = run_state.SigtermFlag()
       pending: list[tuple[int, dict]] = []  # metrics still on the device
       clock = {"t": time.perf_counter(), "step": start_step, "wait": 0.0}
 
@@ -412,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
               log_metrics(fetched)
           if save:
             with paused():
-              checkpointing.save(manager, step, state, force=True)
+              run_state.save(manager, step, state, force=True)
           if eval_every and step % eval_every == 0 and not last:
             with paused():
               evaluate_split("validation", step)
@@ -441,7 +359,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _log_overview(params, compiled_step, global_batch: int, num_devices: int) -> float:
   """Logs the parameter table and the step's FLOPs (XLA cost analysis); returns FLOPs/step."""
-  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
   logging.info("parameters:\n%s",
                parameter_overview.get_parameter_overview(params, include_stats=False))
   flops = step_flops(compiled_step, num_devices)

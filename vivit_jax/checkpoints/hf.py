@@ -193,12 +193,12 @@ def _weight_table(num_layers: int, d: int, heads: int) -> list[tuple]:
   return rows
 
 
-def state_dict_to_params(sd: Mapping[str, np.ndarray], mc: ml_collections.ConfigDict,
+def state_dict_to_params(sd: Mapping[str, np.ndarray], model_cfg: ml_collections.ConfigDict,
                          source: str) -> dict[str, Any]:
   """HF tensors → our nested params (every HF tensor must be used)."""
   sd = {_modernise(k): v for k, v in sd.items()}
   sd = {k: v for k, v in sd.items() if not k.startswith("vivit.pooler.")}  # unused by the classifier
-  table = _weight_table(mc.num_layers, mc.hidden_size, mc.num_heads)
+  table = _weight_table(model_cfg.num_layers, model_cfg.hidden_size, model_cfg.num_heads)
   missing = [hf for hf, *_ in table if hf not in sd]
   if missing:
     raise CheckpointFormatError(f"{source}: missing tensor {missing[0]!r}"
@@ -206,12 +206,12 @@ def state_dict_to_params(sd: Mapping[str, np.ndarray], mc: ml_collections.Config
   flat = {ours: np.ascontiguousarray(to_ours(sd[hf]), dtype=np.float32)
           for hf, ours, to_ours, _ in table}
   # config.json and the tensors must agree, or the returned config would not build this model.
-  d = mc.hidden_size
+  d = model_cfg.hidden_size
   expected = {"embedding/bias": (d,), "Transformer/encoder_norm/scale": (d,)}
-  for i in range(mc.num_layers):
+  for i in range(model_cfg.num_layers):
     mlp = f"Transformer/encoderblock_{i}/MlpBlock_0/"
-    expected[mlp + "Dense_0/kernel"] = (d, mc.mlp_dim)
-    expected[mlp + "Dense_1/kernel"] = (mc.mlp_dim, d)
+    expected[mlp + "Dense_0/kernel"] = (d, model_cfg.mlp_dim)
+    expected[mlp + "Dense_1/kernel"] = (model_cfg.mlp_dim, d)
   wrong = [(k, shape, tuple(flat[k].shape)) for k, shape in expected.items()
            if tuple(flat[k].shape) != shape]
   if wrong:
@@ -270,11 +270,11 @@ def import_hf(path, *, hf_config: Mapping[str, Any] | None = None,
     if hf_config.get("model_type", "vivit") != "vivit":
       raise CheckpointFormatError(f"{source}: model_type={hf_config.get('model_type')!r}, "
                                   "expected 'vivit' (VivitForVideoClassification)")
-    mc = hf_config_to_model_config(hf_config, allow_gelu_mismatch=allow_gelu_mismatch,
+    model_cfg = hf_config_to_model_config(hf_config, allow_gelu_mismatch=allow_gelu_mismatch,
                                    source=source)
-    params = state_dict_to_params(sd, mc, source)
-    mc.num_classes = int(params["output_projection"]["bias"].shape[0])
-  return mc, params
+    params = state_dict_to_params(sd, model_cfg, source)
+    model_cfg.num_classes = int(params["output_projection"]["bias"].shape[0])
+  return model_cfg, params
 
 
 # ----------------------------------------------------------------------------- export
@@ -287,9 +287,9 @@ def params_to_state_dict(params: Mapping[str, Any], num_layers: int) -> dict[str
 
 
 def _video_size(config, num_frames, image_size) -> tuple[int, int, int]:
-  mc = config.model if "model" in config else config
+  model_cfg = config.model if "model" in config else config
   ds = config.get("dataset_configs") if "model" in config else None
-  vs = mc.get("video_size")
+  vs = model_cfg.get("video_size")
   if num_frames is None:
     num_frames = (ds or {}).get("num_frames") or (vs[0] if vs else None)
   if image_size is None:
@@ -318,34 +318,34 @@ def export_hf(config, params: Mapping[str, Any], out_dir: str, *, num_frames: in
   """
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  mc = config.model if "model" in config else config
-  kind = mc.get("attention_config", {}).get("type", "spacetime")
+  model_cfg = config.model if "model" in config else config
+  kind = model_cfg.get("attention_config", {}).get("type", "spacetime")
   problems = []
   if kind != "spacetime":
     problems.append(f"attention_config.type={kind!r} (HF has only 'spacetime', Model 1)")
-  if mc.get("classifier", "gap") != "token":
-    problems.append(f"classifier={mc.get('classifier')!r} (HF classifies the CLS token: 'token')")
-  if mc.get("representation_size") is not None:
+  if model_cfg.get("classifier", "gap") != "token":
+    problems.append(f"classifier={model_cfg.get('classifier')!r} (HF classifies the CLS token: 'token')")
+  if model_cfg.get("representation_size") is not None:
     problems.append("representation_size is set (HF has no pre_logits layer)")
-  if mc.get("temporal_encoding_config", {}).get("method", "3d_conv") != "3d_conv":
+  if model_cfg.get("temporal_encoding_config", {}).get("method", "3d_conv") != "3d_conv":
     problems.append("temporal_encoding_config.method must be '3d_conv' (tubelets)")
   if problems:
     raise ValueError("export_hf: this model cannot be expressed as VivitForVideoClassification: "
                      + "; ".join(problems))
   t, h, w = _video_size(config, num_frames, image_size)
-  fh, fw, ft = tuple(mc.patches.size)
+  fh, fw, ft = tuple(model_cfg.patches.size)
   num_classes = int(np.shape(params["output_projection"]["bias"])[0])
   channels = int(np.shape(params["embedding"]["kernel"])[3])
   hf_cfg = transformers.VivitConfig(
       image_size=[h, w] if h != w else h, num_frames=t, tubelet_size=[ft, fh, fw],
-      num_channels=channels, hidden_size=int(mc.hidden_size), num_hidden_layers=int(mc.num_layers),
-      num_attention_heads=int(mc.num_heads), intermediate_size=int(mc.mlp_dim),
+      num_channels=channels, hidden_size=int(model_cfg.hidden_size), num_hidden_layers=int(model_cfg.num_layers),
+      num_attention_heads=int(model_cfg.num_heads), intermediate_size=int(model_cfg.mlp_dim),
       hidden_act="gelu_fast", layer_norm_eps=1e-6, qkv_bias=True,
-      hidden_dropout_prob=float(mc.get("dropout_rate", 0.0)),
-      attention_probs_dropout_prob=float(mc.get("attention_dropout_rate", 0.0)),
+      hidden_dropout_prob=float(model_cfg.get("dropout_rate", 0.0)),
+      attention_probs_dropout_prob=float(model_cfg.get("attention_dropout_rate", 0.0)),
       num_labels=num_classes)
   model = transformers.VivitForVideoClassification(hf_cfg)
-  sd = {k: torch.from_numpy(v) for k, v in params_to_state_dict(params, mc.num_layers).items()}
+  sd = {k: torch.from_numpy(v) for k, v in params_to_state_dict(params, model_cfg.num_layers).items()}
   expected = model.state_dict()
   bad = [(k, tuple(expected[k].shape), tuple(v.shape)) for k, v in sd.items()
          if k in expected and tuple(expected[k].shape) != tuple(v.shape)]

@@ -20,7 +20,7 @@ from vivit_jax.checkpoints.tree import flatten, unflatten, is_box
 log = logging.getLogger(__name__)
 
 _METADATA = "_METADATA"
-STATE_ITEM = "state"
+STATE_ITEM = "state"  # the train state item of a run step (`vivit_jax.run_state` saves it)
 
 
 def save_params(params: Any, path: str, *, force: bool = False) -> str:

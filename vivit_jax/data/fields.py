@@ -57,35 +57,35 @@ class ClipConfig:
     return self.num_test_clips * (3 if self.do_three_spatial_crops else 1)
 
   @classmethod
-  def from_configs(cls, dc) -> "ClipConfig":
+  def from_configs(cls, data_cfg) -> "ClipConfig":
     """Reads and checks `dataset_configs`; errors name the field and the valid values."""
 
     def need(key):
-      if dc.get(key) is None:
+      if data_cfg.get(key) is None:
         raise ValueError(f"dataset_configs.{key} is required")
-      return dc.get(key)
+      return data_cfg.get(key)
 
     def positive(key, default=None):
-      value = need(key) if default is None else dc.get(key)
+      value = need(key) if default is None else data_cfg.get(key)
       value = default if value is None else value
       if not isinstance(value, (int, float)) or int(value) != value or value < 1:
         raise ValueError(f"dataset_configs.{key}={value!r} must be a positive integer")
       return int(value)
 
-    class_splits = dc.get("class_splits")
+    class_splits = data_cfg.get("class_splits")
     num_classes = positive("num_classes")
     if class_splits is not None:
       class_splits = tuple(int(c) for c in class_splits)
       if sum(class_splits) != num_classes:
         raise ValueError(f"dataset_configs.class_splits={list(class_splits)} must sum to "
                          f"num_classes={num_classes}")
-    label_keys = dc.get("label_keys") or (LABEL_KEY,)
+    label_keys = data_cfg.get("label_keys") or (LABEL_KEY,)
     label_keys = (label_keys,) if isinstance(label_keys, str) else tuple(label_keys)
     crop_size = positive("crop_size")
     min_resize = positive("min_resize", crop_size)
     if min_resize < crop_size:
       raise ValueError(f"dataset_configs.min_resize={min_resize} must be >= crop_size={crop_size}")
-    aug = dict(dc.get("augmentation_params") or {})
+    aug = dict(data_cfg.get("augmentation_params") or {})
     known = {"do_jitter_scale", "scale_min_factor", "scale_max_factor", "prob_scale_jitter",
              "do_color_augment", "prob_color_augment", "prob_color_drop", "do_rand_augment",
              "rand_augment_num_layers", "rand_augment_magnitude", "do_random_erasing",
@@ -99,23 +99,23 @@ class ClipConfig:
         num_classes=num_classes, class_splits=class_splits, label_keys=label_keys,
         num_frames=positive("num_frames"), stride=stride,
         test_stride=positive("test_stride", stride), min_resize=min_resize, crop_size=crop_size,
-        zero_centering=bool(dc.get("zero_centering", True)),
+        zero_centering=bool(data_cfg.get("zero_centering", True)),
         num_test_clips=positive("num_test_clips", 1),
-        do_three_spatial_crops=bool(dc.get("do_three_spatial_crops", False)),
-        random_flip=bool(dc.get("random_flip", True)),
-        decode_all_frames=bool(dc.get("decode_all_frames", False)), aug=aug)
+        do_three_spatial_crops=bool(data_cfg.get("do_three_spatial_crops", False)),
+        random_flip=bool(data_cfg.get("random_flip", True)),
+        decode_all_frames=bool(data_cfg.get("decode_all_frames", False)), aug=aug)
 
 
 def check_tfds_fields(dataset_configs) -> None:
   """Checks the TFDS fields without opening the dataset (for `config_check`)."""
-  dc = dataset_configs
-  if not isinstance(dc.tfds_name, str) or not dc.tfds_name:
-    raise ValueError(f"config.dataset_configs.tfds_name={dc.tfds_name!r}; must be a TFDS name "
+  data_cfg = dataset_configs
+  if not isinstance(data_cfg.tfds_name, str) or not data_cfg.tfds_name:
+    raise ValueError(f"config.dataset_configs.tfds_name={data_cfg.tfds_name!r}; must be a TFDS name "
                      "like 'ucf101/ucf101_1_256'")
-  if dc.get("tables") is not None:
+  if data_cfg.get("tables") is not None:
     raise ValueError("config.dataset_configs has both tables and tfds_name; set one (tables: "
                      "DMVR TFRecords, tfds_name: a TFDS-prepared dataset)")
-  splits = dict(dc.get("tfds_splits") or {})
+  splits = dict(data_cfg.get("tfds_splits") or {})
   unknown = sorted(set(splits) - {"train", "validation", "test"})
   if unknown:
     raise ValueError(f"config.dataset_configs.tfds_splits has keys {unknown}; valid keys: "

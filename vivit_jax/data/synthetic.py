@@ -35,6 +35,7 @@ from typing import Optional
 
 from absl import logging
 import ml_collections
+import jax
 import numpy as np
 import tensorflow as tf
 
@@ -250,7 +251,7 @@ def ensure_dataset(dataset_configs, *, process_index: Optional[int] = None,
   if not settings:
     return False
   if dataset_configs.get("tfds_name"):  # The same clips, prepared as a TFDS dataset.
-    from vivit_jax.data import synthetic_tfds  # pylint: disable=g-import-not-at-top
+    from vivit_jax.data import synthetic_tfds  # pylint: disable=g-import-not-at-top  (a cycle)
     base_dir = synthetic_tfds.marker_dir(dataset_configs)
     write = lambda _, s: synthetic_tfds.prepare(dataset_configs.tfds_data_dir, s)
   else:
@@ -261,7 +262,6 @@ def ensure_dataset(dataset_configs, *, process_index: Optional[int] = None,
   wanted = default_generation_settings(settings.get("task", "motion"))
   wanted.update(dict(settings))
   if process_index is None:
-    import jax  # pylint: disable=g-import-not-at-top
     process_index = jax.process_index()
   generated = False
   if not os.path.exists(marker):

@@ -105,12 +105,12 @@ def dataset_configs(data_dir: str) -> ml_collections.ConfigDict:
   return as_tfds(synthetic.default_dataset_configs(""), data_dir)
 
 
-def as_tfds(dc: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
+def as_tfds(data_cfg: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
   """Turns the synthetic set's TFRecord `dataset_configs` into the TFDS ones, in place."""
-  del dc.base_dir, dc.tables
-  dc.tfds_name = NAME
-  dc.tfds_data_dir = data_dir
-  return dc
+  del data_cfg.base_dir, data_cfg.tables
+  data_cfg.tfds_name = NAME
+  data_cfg.tfds_data_dir = data_dir
+  return data_cfg
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vivit_jax.models import attention as attn
 from vivit_jax.models.blocks import Encoder
 from vivit_jax.models.embed import video_to_tokens
 from vivit_jax.models.partitioning import CLASSES, EMBED, MLP, axes
@@ -59,8 +60,8 @@ def classifier_head(x: jax.Array, num_classes: int, representation_size: int | N
                   bias_init=axes(nn.initializers.zeros, (CLASSES,)))(x)
 
 
-class _EncoderConfig(nn.Module):
-  """Fields shared by both top-level models."""
+class _ViViTBase(nn.Module):
+  """The base class of both top-level models: their shared fields and the classifier head."""
   num_classes: int
   hidden_size: int
   patches: tuple
@@ -87,7 +88,7 @@ class _EncoderConfig(nn.Module):
     return classifier_head(x, self.num_classes, self.representation_size, return_prelogits)
 
 
-class ViViT(_EncoderConfig):
+class ViViT(_ViViTBase):
   """Models 1, 3 and 4: one transformer `Transformer` over the t'·n tokens (time-major)."""
   mlp_dim: int = 3072
   num_layers: int = 12
@@ -112,7 +113,7 @@ class ViViT(_EncoderConfig):
     return self._head(_pool(x, self.classifier), return_prelogits)
 
 
-class FactorizedEncoderViViT(_EncoderConfig):
+class FactorizedEncoderViViT(_ViViTBase):
   """Model 2: `SpatialTransformer` shared over frames, then `TemporalTransformer` over frames."""
   spatial_transformer: ml_collections.ConfigDict = None
   temporal_transformer: ml_collections.ConfigDict = None
@@ -160,45 +161,44 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
     dtype: activation dtype name; defaults to `model_config.model_dtype_str` or 'float32'
       (Scenic keeps `model_dtype_str` at the top level of the config; pass it here).
   """
-  from vivit_jax.models import attention as attn  # local: its checks of attention_implementation
-  mc = model_config
-  kind = mc.get("attention_config", {}).get("type", "spacetime")
+  model_cfg = model_config
+  kind = model_cfg.get("attention_config", {}).get("type", "spacetime")
   if kind not in ATTENTION_TYPES:
     raise ValueError(f"model.attention_config.type={kind!r}; valid: {list(ATTENTION_TYPES)}")
-  classifier = mc.get("classifier", "gap")
+  classifier = model_cfg.get("classifier", "gap")
   if classifier not in CLASSIFIERS:
     raise ValueError(f"model.classifier={classifier!r}; valid: {list(CLASSIFIERS)}")
   if classifier in ("token", "0") and kind in ATTENTION_TYPES[2:]:
     raise ValueError(
         f"model.classifier={classifier!r} is not available with attention_config.type={kind!r}: "
         "Models 3 and 4 have no CLS token; use 'gap', 'gmp' or 'gsp'")
-  impl = mc.get("attention_implementation", None)
-  dtype_name = dtype or mc.get("model_dtype_str", "float32")
+  impl = model_cfg.get("attention_implementation", None)
+  dtype_name = dtype or model_cfg.get("model_dtype_str", "float32")
   attn.check_implementation(impl, dtype_name)  # valid, and runnable on this platform
-  if "patches" not in mc or "size" not in mc.patches:
+  if "patches" not in model_cfg or "size" not in model_cfg.patches:
     raise ValueError("model.patches.size is required, e.g. (16, 16, 2) = (fh, fw, ft)")
   common = dict(
       num_classes=num_classes,
-      hidden_size=mc.hidden_size,
-      patches=tuple(mc.patches.size),
-      temporal_encoding_config=mc.get(
+      hidden_size=model_cfg.hidden_size,
+      patches=tuple(model_cfg.patches.size),
+      temporal_encoding_config=model_cfg.get(
           "temporal_encoding_config", ml_collections.ConfigDict({"method": "3d_conv"})),
-      attention_config=mc.get("attention_config", ml_collections.ConfigDict({"type": kind})),
+      attention_config=model_cfg.get("attention_config", ml_collections.ConfigDict({"type": kind})),
       classifier=classifier,
-      representation_size=mc.get("representation_size", None),
-      dropout_rate=mc.get("dropout_rate", 0.1),
-      attention_dropout_rate=mc.get("attention_dropout_rate", 0.1),
-      stochastic_droplayer_rate=mc.get("stochastic_droplayer_rate", 0.0),
+      representation_size=model_cfg.get("representation_size", None),
+      dropout_rate=model_cfg.get("dropout_rate", 0.1),
+      attention_dropout_rate=model_cfg.get("attention_dropout_rate", 0.1),
+      stochastic_droplayer_rate=model_cfg.get("stochastic_droplayer_rate", 0.0),
       attention_implementation=impl,
-      remat=mc.get("remat", False),
+      remat=model_cfg.get("remat", False),
       dtype=dtype_named(dtype_name),
   )
   if kind == "factorized_encoder":
     for part in ("spatial_transformer", "temporal_transformer"):
-      if part not in mc:
+      if part not in model_cfg:
         raise ValueError(f"model.{part}.(num_layers, mlp_dim, num_heads) is required for "
                          "attention_config.type='factorized_encoder'")
     return FactorizedEncoderViViT(
-        spatial_transformer=mc.spatial_transformer,
-        temporal_transformer=mc.temporal_transformer, **common)
-  return ViViT(mlp_dim=mc.mlp_dim, num_layers=mc.num_layers, num_heads=mc.num_heads, **common)
+        spatial_transformer=model_cfg.spatial_transformer,
+        temporal_transformer=model_cfg.temporal_transformer, **common)
+  return ViViT(mlp_dim=model_cfg.mlp_dim, num_layers=model_cfg.num_layers, num_heads=model_cfg.num_heads, **common)

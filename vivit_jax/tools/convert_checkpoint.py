@@ -19,7 +19,14 @@ import json
 import os
 import sys
 
+import jax
 import ml_collections
+from flax.core import meta
+
+from vivit_jax import checkpoints as ckpt
+from vivit_jax import config_facts
+from vivit_jax.checkpoints import hf
+from vivit_jax.models import build_model
 
 SOURCES = ("scenic", "hf", "vit")
 TARGETS = ("orbax", "hf")
@@ -47,7 +54,6 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 
 def _num_classes(config, params=None) -> int:
   """The config's output width; a config without one takes the checkpoint's head."""
-  from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
   ds = config.get("dataset_configs") or {}
   if ds.get("num_classes") is None and not ds.get("class_splits") and params is not None \
       and "output_projection" in params:
@@ -57,10 +63,6 @@ def _num_classes(config, params=None) -> int:
 
 def model_params(config, num_classes: int, *, shapes_only: bool):
   """Fresh parameters of the config's model (or just their shapes), unboxed."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax.core import meta  # pylint: disable=g-import-not-at-top
-  from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
-  from vivit_jax.models import build_model  # pylint: disable=g-import-not-at-top
   model = build_model(config.model, num_classes, dtype=config.get("model_dtype_str"))
   init = config_facts.init_fn(model, config_facts.input_shape(config))
   rng = jax.random.PRNGKey(int(config.get("rng_seed", 0)))
@@ -70,7 +72,6 @@ def model_params(config, num_classes: int, *, shapes_only: bool):
 
 def _produce(args, config):
   """Returns (params, model_config or None, description)."""
-  from vivit_jax import checkpoints as ckpt  # pylint: disable=g-import-not-at-top
   if args.source == "hf":
     model_config, params = ckpt.import_hf(args.input)
     return params, model_config, "Hugging Face VivitForVideoClassification"
@@ -106,8 +107,6 @@ def run(argv=None) -> int:
   p.add_argument("--force", action="store_true", help="overwrite an existing --output (orbax)")
   args = p.parse_args(argv)
 
-  from vivit_jax import checkpoints as ckpt  # pylint: disable=g-import-not-at-top
-  from vivit_jax.checkpoints import hf  # pylint: disable=g-import-not-at-top
   if args.source == "hf" and args.target == "hf":
     p.error("--from=hf --to=hf: nothing to convert")
   config = load_config(args.config) if args.config else None
@@ -119,9 +118,9 @@ def run(argv=None) -> int:
       raise FileExistsError(f"--output {args.output} exists (use --force to overwrite)")
     out = ckpt.save_params(params, args.output, force=args.force)
     if model_config is not None:
-      mc = model_config.model if "model" in model_config else model_config
+      model_cfg = model_config.model if "model" in model_config else model_config
       with open(os.path.join(out, MODEL_CONFIG_FILE), "w") as f:
-        f.write(mc.to_json(indent=2))
+        f.write(model_cfg.to_json(indent=2))
     print(f"wrote params-only Orbax checkpoint: {out}")
   else:
     if model_config is None:

@@ -85,10 +85,10 @@ class Predictor:
     from vivit_jax.data import fields, pipeline  # pylint: disable=g-import-not-at-top
 
     self.config = config = config.copy_and_resolve_references()
-    dc = config.dataset_configs
+    data_cfg = config.dataset_configs
     if single_view:
-      dc.num_test_clips, dc.do_three_spatial_crops = 1, False
-    self.clip_config = fields.ClipConfig.from_configs(dc)
+      data_cfg.num_test_clips, data_cfg.do_three_spatial_crops = 1, False
+    self.clip_config = fields.ClipConfig.from_configs(data_cfg)
     self.fps = fps
     self.heads = config_facts.heads(config)._asdict()
     self.labels = read_label_map(label_map, config_facts.num_classes(config))

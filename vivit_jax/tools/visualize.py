@@ -36,8 +36,12 @@ import os
 import sys
 from typing import Iterator, Optional, Sequence, Union
 
+import jax
 import ml_collections
 import numpy as np
+
+from vivit_jax.tools import convert_checkpoint, predict
+from vivit_jax.viz import attention_maps, drawing, run_report
 
 
 def _unique_stems(videos: Sequence[str]) -> list[str]:
@@ -62,9 +66,6 @@ def draw_attention(videos: Union[str, Sequence[str]], *,
   "json"}}`, or `{"video", "error"}` for a video that cannot be drawn. The config, the
   checkpoint and the model variant are checked (and raise) before the first video is read.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from vivit_jax.tools import convert_checkpoint, predict  # pylint: disable=g-import-not-at-top
-  from vivit_jax.viz import attention_maps, drawing  # pylint: disable=g-import-not-at-top
   if isinstance(config, str):
     config = convert_checkpoint.load_config(config)
   attention_maps.check_supported(config)
@@ -103,7 +104,6 @@ def draw_attention(videos: Union[str, Sequence[str]], *,
 
 
 def attention_command(args) -> int:
-  from vivit_jax.tools import predict  # pylint: disable=g-import-not-at-top
   results = draw_attention(args.videos, config=args.config, checkpoint=args.checkpoint,
                            output_dir=args.output_dir, head=args.head,
                            label_map=args.label_map, top_k=args.top_k,
@@ -125,7 +125,6 @@ def attention_command(args) -> int:
 
 
 def run_command(args) -> int:
-  from vivit_jax.viz import run_report  # pylint: disable=g-import-not-at-top
   try:
     path = run_report.write_report(args.workdir, args.output_dir, label_map=args.label_map)
   except (FileNotFoundError, ValueError) as e:

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from vivit_jax import config_facts
 from vivit_jax.models.embed import uniform_frame_indices
 
 SUPPORTED_TYPES = ("spacetime", "factorized_encoder")
@@ -91,7 +92,6 @@ def query_row(rolled: np.ndarray, has_cls: bool) -> np.ndarray:
 
 def token_frames(config) -> list[tuple[int, int]]:
   """[(clip frame, token-frame)] for each clip frame a token-frame covers."""
-  from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
   t = config_facts.input_shape(config)[0]
   enc = config.model.get("temporal_encoding_config", {})
   if enc.get("method", "3d_conv") == "temporal_sampling":
@@ -103,7 +103,6 @@ def token_frames(config) -> list[tuple[int, int]]:
 def video_maps(config, intermediates: Mapping[str, Any], *, head: Optional[int] = None
                ) -> AttentionMaps:
   """The maps of the one video a model was applied to (batch of 1)."""
-  from vivit_jax import config_facts  # pylint: disable=g-import-not-at-top
   kind = check_supported(config)
   has_cls = config.model.get("classifier", "gap") in ("token", "0")
   frames = token_frames(config)

@@ -1,4 +1,6 @@
-"""Orbax checkpoints of a training run: `WORKDIR/checkpoints/<step>/state`.
+"""The run's own state on disk: Orbax checkpoints `WORKDIR/checkpoints/<step>/state`.
+
+(`vivit_jax.checkpoints` reads the other formats: Scenic, ViT, Hugging Face, params-only Orbax.)
 
 One item, `state` = {'params', 'opt_state', 'step'}, saved asynchronously (training goes on
 while the arrays are written), every `config.checkpoint_steps`, at the end of training and on
@@ -27,10 +29,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
+from vivit_jax import checkpoints
 from vivit_jax.checkpoints.errors import CheckpointFormatError, CheckpointMismatchError, first_line
+from vivit_jax.checkpoints.params_io import STATE_ITEM as STATE  # the one name of the item
 
-STATE = "state"
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -178,7 +182,6 @@ def _set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
   if jax.process_index() == 0:
     source.rename(target)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f"vivit_jax set aside checkpoint {step}")
   return target
 
@@ -190,7 +193,6 @@ def check_fits(manager: ocp.CheckpointManager, step: int, abstract_state: dict) 
   expected = _shapes(abstract_state["params"])
   if found == expected:
     return
-  from vivit_jax import checkpoints  # pylint: disable=g-import-not-at-top
   source = str(manager.directory / str(step))
   # match_params raises with the full list; a ValueError here is a fallback if it does not.
   checkpoints.match_params(expected, found, source=source)
@@ -232,7 +234,6 @@ class SigtermFlag:
 
   def reached(self, step: int) -> bool:
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       try:
         return multihost_utils.reached_preemption_sync_point(step)
       except RuntimeError:  # no preemption service (e.g. explicit initialize without it)
