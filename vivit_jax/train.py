@@ -206,33 +206,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
   writer = metrics_lib.MetricWriter(str(workdir), is_primary=is_primary,
                                     write_summary=config.get("write_summary", True))
-  # Resume ALWAYS wins over init_from: a run folder with checkpoints is this run's own.
-  # The newest checkpoint that restores completely (damaged newer ones are set aside, named).
-  if not save_checkpoints and mode != "eval":
-    logging.info("config.checkpoint=False: no checkpoint is saved or resumed from (as Scenic)")
-    latest = None
-  else:
-    latest, restored = run_state.restore_newest(manager, state, fall_back=mode != "eval")
-  if latest is not None:
-    logging.info("resuming from %s", manager.directory / str(latest))
-    state = restored
-    writer.drop_after(latest)  # steps after the checkpoint are replayed, and logged again
-  elif mode == "eval" and config.get("eval_checkpoint_path"):
-    params = checkpoints.load_scenic_checkpoint(config.eval_checkpoint_path)
-    expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state["params"])
-    params = checkpoints.match_params(expected, params, source=config.eval_checkpoint_path)
-    state = train_state.fresh_state_from_params(params, tx, shardings)
-  elif mode == "eval":
-    raise ValueError(f"--mode=eval: no checkpoint in {manager.directory} and "
-                     "config.eval_checkpoint_path is not set")
-  elif config.get("init_from") and config.init_from.get("checkpoint_path"):
-    logging.info("initialising from %s", config.init_from.checkpoint_path)
-    params = checkpoints.init_from_pretrained(config, jax.device_get(state["params"]))
-    state = train_state.fresh_state_from_params(params, tx, shardings)
-  start_step = int(jax.device_get(state["step"]))
-  summary: dict[str, Any] = {"workdir": str(workdir)}
+  # Closed on any exit, an error included: no checkpoint write or event file is left open.
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules), contextlib.closing(manager), \
+      contextlib.closing(writer):
+    # Resume ALWAYS wins over init_from: a run folder with checkpoints is this run's own.
+    # The newest checkpoint that restores completely (damaged newer ones are set aside, named).
+    if not save_checkpoints and mode != "eval":
+      logging.info("config.checkpoint=False: no checkpoint is saved or resumed from (as Scenic)")
+      latest = None
+    else:
+      latest, restored = run_state.restore_newest(manager, state, fall_back=mode != "eval")
+    if latest is not None:
+      logging.info("resuming from %s", manager.directory / str(latest))
+      state = restored
+      writer.drop_after(latest)  # steps after the checkpoint are replayed, and logged again
+    elif mode == "eval" and config.get("eval_checkpoint_path"):
+      params = checkpoints.load_scenic_checkpoint(config.eval_checkpoint_path)
+      expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state["params"])
+      params = checkpoints.match_params(expected, params, source=config.eval_checkpoint_path)
+      state = train_state.fresh_state_from_params(params, tx, shardings)
+    elif mode == "eval":
+      raise ValueError(f"--mode=eval: no checkpoint in {manager.directory} and "
+                       "config.eval_checkpoint_path is not set")
+    elif config.get("init_from") and config.init_from.get("checkpoint_path"):
+      logging.info("initialising from %s", config.init_from.checkpoint_path)
+      params = checkpoints.init_from_pretrained(config, jax.device_get(state["params"]))
+      state = train_state.fresh_state_from_params(params, tx, shardings)
+    start_step = int(jax.device_get(state["step"]))
+    summary: dict[str, Any] = {"workdir": str(workdir)}
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     # ----------------------------------------------------------------------- evaluation
     eval_step = jax.jit(make_eval_step(model, config, config.get("eval_average", "logits")),
                         in_shardings=(shardings["params"], None),
@@ -347,9 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if mode != "train":
       summary["test"] = evaluate_split("test", int(jax.device_get(state["step"])))
 
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+    manager.wait_until_finished()
   summary.update(step=int(jax.device_get(state["step"])), wall_s=time.time() - t_start)
   summary["line"] = _summary_line(summary)
   if is_primary:
