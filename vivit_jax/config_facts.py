@@ -71,6 +71,11 @@ def data_dtype(config: ml_collections.ConfigDict):
   return dtype_named(config.get("data_dtype_str") or "float32", "data_dtype_str")
 
 
+def batch_dtypes(config: ml_collections.ConfigDict) -> dict:
+  """`{key: dtype}` of a batch as it travels to the devices: what the step is compiled for."""
+  return {"inputs": data_dtype(config), "label": jnp.float32, "batch_mask": jnp.float32}
+
+
 def model(config: ml_collections.ConfigDict):
   """The config's ViViT (`build_model`) for its output width and dtype."""
   return build_model(config.model, num_classes(config),

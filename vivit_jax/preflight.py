@@ -10,6 +10,7 @@ import re
 
 import ml_collections
 
+from vivit_jax.checkpoints.files import is_remote
 from vivit_jax.errors import UserInputError
 
 # What shipped configs hold where the user must put a real path.
@@ -18,10 +19,6 @@ _PLACEHOLDER = re.compile(r"(^|/)path_to_|^/path/to/")
 
 def is_placeholder(path: str) -> bool:
   return bool(_PLACEHOLDER.search(str(path)))
-
-
-def _is_remote(path: str) -> bool:
-  return "://" in str(path)
 
 
 def _has_checkpoints(workdir: str) -> bool:
@@ -34,7 +31,7 @@ def _check_checkpoint_path(field: str, path: str, unset_hint: str) -> None:
     raise UserInputError(
         f"config.{field}={path!r} is the config file's placeholder. Set it: "
         f"--config.{field}=/path/to/checkpoint, or {unset_hint}")
-  if not _is_remote(path) and not os.path.exists(path):
+  if not is_remote(path) and not os.path.exists(path):
     raise UserInputError(f"config.{field}: {path} does not exist. Fix the path, or {unset_hint}")
 
 
@@ -63,7 +60,7 @@ def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
   if data_cfg.get("tables") is None:
     return
   base_dir = data_cfg.get("base_dir") or ""
-  if base_dir and not _is_remote(base_dir) and not os.path.isdir(base_dir):
+  if base_dir and not is_remote(base_dir) and not os.path.isdir(base_dir):
     raise UserInputError(
         f"config.dataset_configs.base_dir: {base_dir} is not a folder. Prepare the dataset "
         "there (docs/data.md: `python -m vivit_jax.tools.make_tfrecords`), point "
@@ -74,7 +71,7 @@ def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
     if spec is None:
       raise UserInputError(f"config.dataset_configs.tables has no {split!r} entry, which "
                            f"--mode={mode} reads")
-    if _is_remote(base_dir) or _is_remote(str(spec)):
+    if is_remote(base_dir) or is_remote(str(spec)):
       continue
     try:
       tfrecord.expand_file_spec(base_dir, spec)
@@ -85,7 +82,7 @@ def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
 def check_paths(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
   """Raises `UserInputError` for the first path of the run that cannot work."""
   workdir = str(workdir)
-  if not _is_remote(workdir):
+  if not is_remote(workdir):
     if os.path.exists(workdir) and not os.path.isdir(workdir):
       raise UserInputError(f"--workdir={workdir} is a file; give a folder (it is created if "
                            "missing)")
@@ -94,7 +91,7 @@ def check_paths(config: ml_collections.ConfigDict, workdir: str, mode: str) -> N
       parent = os.path.dirname(parent)
     if not os.access(parent if not os.path.isdir(workdir) else workdir, os.W_OK):
       raise UserInputError(f"--workdir={workdir}: {parent} is not writable")
-  resumes = not _is_remote(workdir) and _has_checkpoints(workdir)
+  resumes = not is_remote(workdir) and _has_checkpoints(workdir)
   resumes = resumes and (mode == "eval" or config.get("checkpoint", True))
   if mode == "eval" and not resumes:
     path = config.get("eval_checkpoint_path")

@@ -29,7 +29,6 @@ from vivit_jax.data import mixing
 
 # (split, batch_size, *, process_index, process_count, seed, start_step) -> iterable of batches.
 DataFn = Callable[..., Iterable[dict[str, np.ndarray]]]
-BATCH_KEYS = ("inputs", "label", "batch_mask")
 PROFILE_STEPS = 5  # `config.xprof`: steps traced, starting two steps after compilation
 
 
@@ -89,13 +88,13 @@ def jit_train_step(config, model, tx, lr_fn, shardings, mesh):
   """The jitted train step (explicit shardings, donated state) and the abstract global batch
   it takes, for `.lower(state, batch, rng).compile()`."""
   global_batch = int(config.batch_size)
-  abstract_batch = {
-      k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding.batch_sharding(mesh, len(shape)))
-      for k, (shape, dtype) in {
-          "inputs": ((global_batch,) + config_facts.input_shape(config),
-                     config_facts.data_dtype(config)),
-          "label": ((global_batch, config_facts.num_classes(config)), np.float32),
-          "batch_mask": ((global_batch,), np.float32)}.items()}
+  shapes = {"inputs": (global_batch,) + config_facts.input_shape(config),
+            "label": (global_batch, config_facts.num_classes(config)),
+            "batch_mask": (global_batch,)}
+  abstract_batch = {}
+  for k, dtype in config_facts.batch_dtypes(config).items():
+    abstract_batch[k] = jax.ShapeDtypeStruct(
+        shapes[k], dtype, sharding=sharding.batch_sharding(mesh, len(shapes[k])))
   jitted = jax.jit(make_train_step(model, tx, lr_fn, config),
                    in_shardings=(shardings, {k: v.sharding for k, v in abstract_batch.items()},
                                  sharding.replicated(mesh)),
@@ -191,8 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   global_batch = int(config.batch_size)
   local_eval = train_state.local_batch_size(
       int(config.get("eval_batch_size") or global_batch), mesh, "eval_batch_size")
-  batch_dtypes = {"inputs": config_facts.data_dtype(config), "label": np.float32,
-                  "batch_mask": np.float32}
+  batch_dtypes = config_facts.batch_dtypes(config)
   prefetch = int(config.dataset_configs.get("prefetch_to_device", 2))
 
   # ------------------------------------------------------------------------- state, born sharded
