@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "stochastic_droplayer_rate": 0.0,
       "temporal_encoding_config": {"method": "3d_conv", "kernel_init_method": None},
       "attention_implementation": "auto",
+      "remat": "none",
   })
 
   # From scratch, AdamW trains a small transformer far faster than SGD.

@@ -175,3 +175,28 @@ def test_each_choice_is_logged_once(caplog, monkeypatch):
            if "attention_implementation" in r.getMessage()]
   assert lines == ["attention_implementation='auto' → xla: 33 tokens (auto: no fused kernel "
                    "on cpu)"]
+
+
+def _relative_error(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu",
+                    reason="the real cuDNN kernel needs an NVIDIA GPU (run with JAX_PLATFORMS=cuda)")
+@pytest.mark.parametrize("kind", models.ATTENTION_TYPES)
+def test_cudnn_on_gpu_equals_xla_in_bfloat16(kind):
+  """The real kernel (not emulated) on the real token counts, against XLA in the same dtype."""
+  params, _, _ = _xla_reference(kind)
+  results = {}
+  for implementation in ("xla", "cudnn"):
+    config = _config(kind, implementation)
+    model = models.build_model(config, 5, dtype="bfloat16")
+    with attention.record_paths() as paths:
+      results[implementation] = _loss_and_grads(model, params, _video())
+    kernels = {p.kernel for _, p in paths}
+    assert kernels == {implementation}, (implementation, kernels)
+  (ref_loss, ref_grads), (loss, grads) = results["xla"], results["cudnn"]
+  assert _relative_error(loss, ref_loss) < 2e-2
+  errors = jax.tree.leaves(jax.tree.map(_relative_error, grads, ref_grads))
+  assert max(errors) < 5e-2, errors

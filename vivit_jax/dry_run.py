@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from vivit_jax import config_facts, optim, schedules, sharding, train, train_state
-from vivit_jax.models import attention
+from vivit_jax.models import attention, remat
 
 
 def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
@@ -48,6 +48,9 @@ def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
 
   devs = mesh.devices.flatten()
   memory = compiled.memory_analysis()
+  per_device = global_batch // sharding.data_parallel_size(mesh)
+  clips = jax.ShapeDtypeStruct((per_device,) + config_facts.input_shape(config), np.float32)
+  loss = lambda p, x: model.apply({"params": p}, x, train=False).sum()  # noqa: E731
   report = {
       "devices": len(devs), "platform": devs[0].platform, "device_kind": devs[0].device_kind,
       "processes": len({d.process_index for d in devs}),
@@ -57,7 +60,11 @@ def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
       "state_bytes_per_device": _bytes_per_device(state),
       "flops_per_step": train.step_flops(compiled, mesh.size),
       "global_batch": global_batch,
-      "batch_per_device": global_batch // sharding.data_parallel_size(mesh),
+      "batch_per_device": per_device,
+      "remat": remat.remat_policy_name(config.model.get("remat")),
+      # Residuals of the forward pass for the backward one, parameters included.
+      "activation_bytes_per_device": remat.saved_activation_bytes(loss, abstract["params"],
+                                                                  clips),
       "batch_per_host": global_batch // max(len({d.process_index for d in devs}), 1),
       "memory": _memory(memory),
       "device_memory_bytes": sharding.device_memory_bytes(devs[0]),
@@ -118,6 +125,8 @@ def _lines(r: dict) -> list[str]:
       f"{r['batch_per_host']} per host",
   ]
   m, size = r["memory"], sharding.format_bytes
+  lines.append(f"kept for the backward pass (model.remat={r['remat']!r}): "
+               f"{size(r['activation_bytes_per_device'])} per device")
   if m:
     lines.append(
         f"memory per device (compiled step): peak {size(m['peak'])} = arguments "

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from vivit_jax.models import attention as attn
+from vivit_jax.models.remat import REMAT_POLICIES, remat_policy_name
 from vivit_jax.models.partitioning import EMBED, MLP, MLP_HIDDEN, TOKENS, axes, constrain
 
 ATTENTION_KERNEL_INITIALIZERS = {
@@ -167,7 +168,7 @@ class Encoder(nn.Module):
   attention_order: str = "time_space"
   attention_kernel_init_method: str = "xavier"
   attention_implementation: str | None = None
-  remat: bool = False
+  remat: str | bool = "none"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -197,8 +198,9 @@ class Encoder(nn.Module):
       if not t or l % t:
         raise ValueError(f"{l} tokens cannot be viewed as {t} frames (temporal_dims)")
       x = x.reshape(b, t, l // t, d)
-    if self.remat:
-      block_cls = nn.remat(block_cls)
+    policy = remat_policy_name(self.remat)
+    if policy != "none":
+      block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[policy])
 
     for i in range(self.num_layers):
       # Stochastic depth rises linearly from 0 at the first block to the rate at the last.

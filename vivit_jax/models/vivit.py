@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vivit_jax.models import attention as attn
-from vivit_jax.models.blocks import Encoder
+from vivit_jax.models.blocks import Encoder, remat_policy_name
 from vivit_jax.models.embed import video_to_tokens
 from vivit_jax.models.partitioning import CLASSES, EMBED, MLP, axes
 
@@ -28,7 +28,9 @@ _POOL = {"gap": jnp.mean, "gmp": jnp.max, "gsp": jnp.sum}
 
 
 def _pool(x: jax.Array, classifier: str) -> jax.Array:
-  """`[b, l, d]` → `[b, d]`: the first token ('token', '0') or a pooling over tokens."""
+  """`[b, l, d]` → `[b, d]` float32: the first token ('token', '0') or a pooling over tokens
+  (summed in float32: 'gsp' over 3137 bfloat16 tokens would lose the small ones)."""
+  x = x.astype(jnp.float32)
   if classifier in ("token", "0"):
     return x[:, 0]
   return _POOL[classifier](x, axis=1)
@@ -73,7 +75,7 @@ class _ViViTBase(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_droplayer_rate: float = 0.0
   attention_implementation: str | None = None
-  remat: bool = False
+  remat: str | bool = "none"
   dtype: Any = jnp.float32
 
   def _encoder(self, name, num_layers, mlp_dim, num_heads, **kw) -> Encoder:
@@ -190,7 +192,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int, *,
       attention_dropout_rate=model_cfg.get("attention_dropout_rate", 0.1),
       stochastic_droplayer_rate=model_cfg.get("stochastic_droplayer_rate", 0.0),
       attention_implementation=impl,
-      remat=model_cfg.get("remat", False),
+      remat=remat_policy_name(model_cfg.get("remat", "none")),
       dtype=dtype_named(dtype_name),
   )
   if kind == "factorized_encoder":
