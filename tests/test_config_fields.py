@@ -101,24 +101,6 @@ def test_one_log_line_per_logged_step(tmp_path, caplog):
   assert not [line for line in lines if "train_loss" in line]  # no second writer's line
 
 
-@pytest.mark.parametrize("size", [0, 1, 3])
-def test_prefetch_to_device_keeps_order_and_runs_ahead(size):
-  mesh = sharding.make_mesh(None, jax.devices()[:1])
-  taken = []
-
-  def local_batches():
-    for i in range(5):
-      taken.append(i)
-      yield {"inputs": np.full((2, 3), i, np.float32), "extra": np.zeros(2)}
-
-  batches = sharding.prefetch_to_device(local_batches(), mesh, size, {"inputs": np.float32})
-  first = next(batches)
-  assert len(taken) == size + 1  # `size` batches already sent when the first is handed out
-  assert set(first) == {"inputs"} and isinstance(first["inputs"], jax.Array)
-  values = [float(first["inputs"][0, 0])] + [float(b["inputs"][0, 0]) for b in batches]
-  assert values == [0, 1, 2, 3, 4]
-
-
 def test_tubelet_initialisers_are_one_list():
   """Every name a config may give builds a fresh model and inflates a ViT kernel."""
   config = th.tiny_config()

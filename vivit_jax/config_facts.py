@@ -8,10 +8,10 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax.core import meta
 
 from vivit_jax.models import build_model
-from vivit_jax.models.vivit import dtype_named
 
 
 class Heads(NamedTuple):
@@ -66,9 +66,24 @@ def input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   return (int(frames), int(h), int(w), 3)
 
 
+# `data_dtype_str`: how clips travel to the devices. 'uint8' is pixels in [0, 255], normalised on
+# the devices (a quarter of float32's bytes; our configs' default); the float types arrive
+# normalised by the host, as in Scenic (whose default, float32, is the default here too).
+DATA_DTYPES = {"uint8": np.uint8, "float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def data_dtype(config: ml_collections.ConfigDict):
   """`data_dtype_str`: the dtype clips travel to the devices in (the model casts them after)."""
-  return dtype_named(config.get("data_dtype_str") or "float32", "data_dtype_str")
+  name = config.get("data_dtype_str") or "float32"
+  if name not in DATA_DTYPES:
+    raise ValueError(f"config.data_dtype_str={name!r}; valid: {list(DATA_DTYPES)} ('uint8': "
+                     "pixels, normalised on the devices)")
+  return DATA_DTYPES[name]
+
+
+def uint8_pixels(config: ml_collections.ConfigDict) -> bool:
+  """Whether the data source hands over uint8 pixels (`data_dtype_str='uint8'`)."""
+  return data_dtype(config) == np.uint8
 
 
 def batch_dtypes(config: ml_collections.ConfigDict) -> dict:

@@ -91,6 +91,7 @@ def vivit_model(size: str, attention_type: str, *, temporal_layers: int = 4,
       "dropout_rate": 0.0,
       "stochastic_droplayer_rate": droplayer,
       "attention_implementation": "auto",  # models/attention.py: fused kernel where it helps
+      "remat": "none",  # models/remat.py: 'full' or 'dots_saveable' trade compute for memory
       "temporal_encoding_config": {"method": "3d_conv",
                                    "kernel_init_method": "central_frame_initializer"},
   })
@@ -159,7 +160,7 @@ def set_run_fields(config: ml_collections.ConfigDict, *, checkpoint_steps: int =
   # Unset: sharding.default_mesh's rule (data parallel; FSDP per host when the state is big).
   config.mesh = ml_collections.config_dict.placeholder(tuple)
   config.model_dtype_str = "float32"
-  config.data_dtype_str = "float32"
+  config.data_dtype_str = "uint8"  # pixels to the devices, normalised there (config_facts.py)
   # Trainer options beyond Scenic's; present (typed, unset) so `--config.x=...` can set them.
   config.eval_average = "logits"
   config.gradient_accumulation_steps = 1

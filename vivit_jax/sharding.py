@@ -11,8 +11,7 @@ With the defaults, `data` and `fsdp` split the batch, `fsdp` additionally splits
 parameter along its `embed` axis (ZeRO-3 style) and `tensor` splits MLP hiddens and
 attention heads (Megatron style). One device gives a 1x1x1 mesh and the same code path.
 """
-import collections
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -252,27 +251,6 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     out[key] = jax.make_array_from_process_local_data(
         batch_sharding(mesh, local.ndim), local, shape)
   return out
-
-
-def prefetch_to_device(local_batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh,
-                       size: int, dtypes: Mapping[str, Any]) -> Iterator[dict[str, jax.Array]]:
-  """Global batches from local ones, with `size` of them already sent to the devices.
-
-  `dataset_configs.prefetch_to_device`: the copy of batch n + 1 .. n + size to the devices
-  runs while step n computes (device_put is asynchronous), so the step rarely waits on one.
-  `size=0` sends each batch when it is asked for. Keys missing from `dtypes` are dropped.
-  """
-  def put(local):
-    return global_batch({k: np.asarray(local[k], dtype) for k, dtype in dtypes.items()}, mesh)
-
-  queue = collections.deque()
-  batches = iter(local_batches)
-  for local in batches:
-    queue.append(put(local))
-    if len(queue) > size:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
 
 
 def shard_description(tree: Any) -> dict[str, str]:

@@ -22,10 +22,11 @@ import numpy as np
 import optax
 from clu import parameter_overview
 
-from vivit_jax import checkpoints, config_facts, evaluate, optim, run_state, schedules, sharding
+from vivit_jax import checkpoints, config_facts, device_feed, evaluate, optim, run_state
+from vivit_jax import schedules, sharding
 from vivit_jax import train_state
 from vivit_jax import metrics as metrics_lib
-from vivit_jax.data import mixing
+from vivit_jax.data import fields, mixing, pixels
 
 # (split, batch_size, *, process_index, process_count, seed, start_step) -> iterable of batches.
 DataFn = Callable[..., Iterable[dict[str, np.ndarray]]]
@@ -39,7 +40,8 @@ def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
   synthetic.ensure_dataset(config.dataset_configs)
 
   def data_fn(split, batch_size, *, process_index, process_count, seed, start_step=0):
-    kwargs = dict(process_index=process_index, process_count=process_count, seed=seed)
+    kwargs = dict(process_index=process_index, process_count=process_count, seed=seed,
+                  uint8_pixels=config_facts.uint8_pixels(config))
     if start_step:
       kwargs["start_step"] = start_step
     return data.build_dataset(config.dataset_configs, split, batch_size, **kwargs)
@@ -49,6 +51,7 @@ def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
 def make_train_step(model, tx, lr_fn, config) -> Callable:
   """`(state, batch, rng) -> (state, metrics)`: one pure SGD step (jit it with shardings)."""
   heads = config_facts.heads(config)._asdict()
+  zero_centering = fields.zero_centering(config.dataset_configs)
   mixup_cfg = config.get("mixup") or {}
   mixup_alpha = float(mixup_cfg.get("alpha", 0.0) or 0.0)
   cutmix_alpha = float(mixup_cfg.get("cutmix_alpha", 0.0) or 0.0)
@@ -57,7 +60,8 @@ def make_train_step(model, tx, lr_fn, config) -> Callable:
     step = state["step"]
     rng = jax.random.fold_in(rng, step)
     mix_rng, dropout_rng = jax.random.split(rng)
-    inputs, labels, weights = batch["inputs"], batch["label"], batch["batch_mask"]
+    inputs = pixels.model_input(batch["inputs"], zero_centering)
+    labels, weights = batch["label"], batch["batch_mask"]
     if mixup_alpha > 0 or cutmix_alpha > 0:
       inputs, labels = mixing.mix(mix_rng, inputs, labels, mixup_alpha, cutmix_alpha)
 
@@ -105,9 +109,10 @@ def jit_train_step(config, model, tx, lr_fn, shardings, mesh):
 def make_eval_step(model, config, average: str) -> Callable:
   """`(params, batch) -> sums`: logits of every view of `[b, v, t, h, w, c]`, averaged."""
   heads = config_facts.heads(config)._asdict()
+  zero_centering = fields.zero_centering(config.dataset_configs)
 
   def eval_fn(params, batch):
-    inputs = batch["inputs"]
+    inputs = pixels.model_input(batch["inputs"], zero_centering)
     if inputs.ndim == 5:  # one view (validation)
       inputs = inputs[:, None]
     b, v = inputs.shape[:2]
@@ -242,10 +247,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       """Every example of `split` exactly once; results logged and written to the workdir."""
       totals, views = None, 1
       batches = data_fn(split, local_eval, seed=seed, **proc)
-      for batch in sharding.prefetch_to_device(batches, mesh, prefetch, batch_dtypes):
-        views = batch["inputs"].shape[1] if batch["inputs"].ndim == 6 else 1
-        sums = jax.device_get(eval_step(state["params"], batch))
-        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+      with device_feed.DeviceFeed(batches, mesh, prefetch, batch_dtypes) as feed:
+        for batch in feed:
+          views = batch["inputs"].shape[1] if batch["inputs"].ndim == 6 else 1
+          sums = jax.device_get(eval_step(state["params"], batch))
+          totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
       if totals is None:
         raise ValueError(f"the {split} split gave no batches")
       results = evaluate.summarize(totals)
@@ -272,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       ckpt_every = int(config.get("checkpoint_steps") or 0) if save_checkpoints else 0
       profile = (start_step + 2, start_step + 2 + PROFILE_STEPS) if config.get("xprof") else None
       local_train = train_state.local_batch_size(global_batch, mesh, "batch_size")
-      batches = sharding.prefetch_to_device(
+      feed = device_feed.DeviceFeed(
           data_fn("train", local_train, seed=seed, start_step=start_step, **proc), mesh,
           prefetch, batch_dtypes)
       sigterm = run_state.SigtermFlag()
@@ -291,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         writer.write_scalars(step, scalars)
         eta = (total_steps - step) / max(steps_per_sec, 1e-9)
         logging.info("step %d/%d: loss %.4f, lr %.3g, %.2f steps/s, %.1f clips/s, %.0f%% "
-                     "waiting for data, ETA %s", step, total_steps,
+                     "devices idle for data, ETA %s", step, total_steps,
                      scalars.get("train_loss", float("nan")), scalars["learning_rate"],
                      steps_per_sec, steps_per_sec * global_batch, 100 * clock["wait"] / dt,
                      time.strftime("%H:%M:%S", time.gmtime(eta)))
@@ -309,9 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         for step in range(start_step + 1, total_steps + 1):
           if profile and step == profile[0]:
             jax.profiler.start_trace(str(workdir / "profile"))
-          t0 = time.perf_counter()
-          batch = next(batches)
-          clock["wait"] += time.perf_counter() - t0
+          # Counted only while the devices have no step left to run: see device_feed.py.
+          batch, idle = feed.next_batch(lambda: not state["step"].is_ready())
+          clock["wait"] += idle
           state, step_metrics = train_step(state, batch, train_rng)
           pending.append((step, step_metrics))
           if profile and step == profile[1] - 1:
@@ -340,6 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                              + ("checkpoint saved, rerun to resume" if save_checkpoints
                                 else "config.checkpoint=False: nothing saved"))
       finally:
+        feed.close()
         manager.wait_until_finished()  # never leave a half-written newest checkpoint behind
         sigterm.restore_handler()
 

@@ -119,8 +119,3 @@ def random_erasing(frames: tf.Tensor, seed: tf.Tensor, prob: float,
   noise = tf.random.stateless_uniform(tf.concat([[1], shape[1:]], 0), seeds[5], 0.0, 255.0)
   erased = tf.where(inside[None, :, :, None], noise, frames)
   return tf.cond(_uniform(seeds[0]) < prob, lambda: erased, lambda: frames)
-
-
-def normalize(frames: tf.Tensor, zero_centering: bool) -> tf.Tensor:
-  """[0, 255] → [-1, 1] (zero_centering) or [0, 1]."""
-  return frames / 127.5 - 1.0 if zero_centering else frames / 255.0

@@ -51,6 +51,7 @@ class ClipConfig:
   random_flip: bool
   decode_all_frames: bool
   aug: dict
+  uint8_pixels: bool = False  # clips leave as uint8 pixels, normalised on the devices
 
   @property
   def num_views(self) -> int:
@@ -99,11 +100,16 @@ class ClipConfig:
         num_classes=num_classes, class_splits=class_splits, label_keys=label_keys,
         num_frames=positive("num_frames"), stride=stride,
         test_stride=positive("test_stride", stride), min_resize=min_resize, crop_size=crop_size,
-        zero_centering=bool(data_cfg.get("zero_centering", True)),
+        zero_centering=zero_centering(data_cfg),
         num_test_clips=positive("num_test_clips", 1),
         do_three_spatial_crops=bool(data_cfg.get("do_three_spatial_crops", False)),
         random_flip=bool(data_cfg.get("random_flip", True)),
         decode_all_frames=bool(data_cfg.get("decode_all_frames", False)), aug=aug)
+
+
+def zero_centering(data_cfg) -> bool:
+  """`dataset_configs.zero_centering`: pixels to [-1, 1] (default, as Scenic) or [0, 1]."""
+  return bool(data_cfg.get("zero_centering", True))
 
 
 def check_tfds_fields(dataset_configs) -> None:

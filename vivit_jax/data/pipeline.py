@@ -4,7 +4,8 @@
 video dataset prepared with TensorFlow Datasets (`tfds_source.py`), everything below the same.
 
 Batches are dicts of numpy arrays (`b` = the per-host `batch_size`):
-  * `inputs`: float32 `[b, t, h, w, 3]`; for the test split `[b, views, t, h, w, 3]` with
+  * `inputs`: float32 `[b, t, h, w, 3]` normalised (`dataset_configs.zero_centering`), or
+    with `uint8_pixels=True` uint8 pixels in [0, 255] (`data/pixels.py`); for the test split `[b, views, t, h, w, 3]` with
     views = num_test_clips × (3 if do_three_spatial_crops else 1), ordered clip-major
     (view = clip * crops + crop; crops left/top, centre, right/bottom).
   * `label`: float32 `[b, num_classes]` one-hot (several values under the label key and no
@@ -31,6 +32,7 @@ record number and the key, counted in `dataset.skipped`, and replaced by a maske
 zero clip, which keeps the step → examples map of training intact.
 """
 import atexit
+import dataclasses
 import functools
 import itertools
 import weakref
@@ -42,6 +44,7 @@ import tensorflow as tf
 
 from vivit_jax.data import augment
 from vivit_jax.data.fields import ClipConfig
+from vivit_jax.data import pixels
 from vivit_jax.data import randaugment
 from vivit_jax.data import sampling
 from vivit_jax.data import tfrecord
@@ -144,7 +147,8 @@ def make_process_fn(cfg: ClipConfig, split: str, seed: int, process_index: int, 
                for c in range(num_clips) for k in range(3 if crop_mode == "three" else 1)]
       clips = tf.stack(views) if split == "test" else views[0]
     return {
-        "inputs": augment.normalize(clips, cfg.zero_centering),
+        "inputs": (pixels.to_uint8(clips) if cfg.uint8_pixels
+                   else pixels.normalize(clips, cfg.zero_centering)),
         "label": _labels_to_target(labels, cfg),
         "batch_mask": tf.constant(1.0, tf.float32),
         "example_id": example_id,
@@ -166,12 +170,14 @@ class VideoDataset:
   """
 
   def __init__(self, dataset_configs, split: str, batch_size: int, *, process_index: int = 0,
-               process_count: int = 1, seed: int = 0, start_step: int = 0):
+               process_count: int = 1, seed: int = 0, start_step: int = 0,
+               uint8_pixels: bool = False):
     if split not in SPLITS:
       raise ValueError(f"split={split!r} not in {SPLITS}")
     if batch_size < 1:
       raise ValueError(f"batch_size={batch_size} must be >= 1")
-    self.cfg = ClipConfig.from_configs(dataset_configs)
+    self.cfg = dataclasses.replace(ClipConfig.from_configs(dataset_configs),
+                                   uint8_pixels=uint8_pixels)
     self.split, self.batch_size, self.seed = split, batch_size, seed
     self.process_index, self.process_count = process_index, process_count
     self.start_step = start_step
@@ -286,7 +292,7 @@ class VideoDataset:
     cfg = self.cfg
     clip = (cfg.num_frames, cfg.crop_size, cfg.crop_size, 3)
     shape = (self.num_views,) + clip if self.split == "test" else clip
-    return {"inputs": np.zeros(shape, np.float32),
+    return {"inputs": np.zeros(shape, np.uint8 if cfg.uint8_pixels else np.float32),
             "label": np.zeros((cfg.num_classes,), np.float32)}
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -341,7 +347,8 @@ def _public(batch: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def build_dataset(dataset_configs, split: str, batch_size: int, *, process_index: int = 0,
-                  process_count: int = 1, seed: int = 0, start_step: int = 0) -> VideoDataset:
+                  process_count: int = 1, seed: int = 0, start_step: int = 0,
+                  uint8_pixels: bool = False) -> VideoDataset:
   """Builds the batches of one split for one host (see the module docstring for the contract).
 
   Args:
@@ -352,6 +359,8 @@ def build_dataset(dataset_configs, split: str, batch_size: int, *, process_index
     process_count: number of hosts (jax.process_count()).
     seed: train shuffling and augmentation seed.
     start_step: train only; the first batch yielded is batch `start_step` of the stream.
+    uint8_pixels: `inputs` as uint8 pixels in [0, 255] for the devices to normalise
+      (`data.pixels.model_input`), instead of normalised float32.
 
   Returns:
     A re-iterable `VideoDataset`; each iteration of an evaluation split visits every example once.
@@ -359,4 +368,5 @@ def build_dataset(dataset_configs, split: str, batch_size: int, *, process_index
   if start_step and split != "train":
     raise ValueError(f"start_step={start_step} is only meaningful for split='train', not {split!r}")
   return VideoDataset(dataset_configs, split, batch_size, process_index=process_index,
-                      process_count=process_count, seed=seed, start_step=start_step)
+                      process_count=process_count, seed=seed, start_step=start_step,
+                      uint8_pixels=uint8_pixels)
