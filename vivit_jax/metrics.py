@@ -136,8 +136,30 @@ def read_metrics(workdir: str) -> list[dict]:
   return records
 
 
+def _tensorboard_writer(workdir: str, asynchronous: bool, tensorflow: bool):
+  """clu's TensorBoard writer; None where TensorFlow, which it imports, is absent or must not
+  be imported (`tensorflow=False`: dataset_name='synthetic_device'), said once in the log."""
+  if tensorflow:
+    try:
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    except ImportError as e:
+      why = f"clu's TensorBoard writer needs TensorFlow, which does not import here ({e})"
+    else:
+      writers = [metric_writers.SummaryWriter(workdir)]
+      return (metric_writers.AsyncMultiWriter(writers) if asynchronous
+              else metric_writers.MultiWriter(writers))
+  else:
+    why = ("dataset_name='synthetic_device' runs without TensorFlow, and clu's TensorBoard "
+           "writer imports it")
+  logging.info("TensorBoard files are off: %s; metrics go to metrics.jsonl and the log", why)
+  return None
+
+
 class MetricWriter:
   """TensorBoard events (clu's SummaryWriter) in the workdir and `WORKDIR/metrics.jsonl`.
+
+  Without TensorFlow (not installed, or `tensorflow=False`), TensorBoard files are off, said
+  once in the log, and metrics.jsonl and the log still get every value.
 
   Only the primary process (process 0) writes; elsewhere, and with `write_summary=False`
   (Scenic's switch), every method is a no-op. The console line per logged step is the
@@ -147,16 +169,13 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, *, is_primary: bool, write_summary: bool = True,
-               asynchronous: bool = True):
+               asynchronous: bool = True, tensorflow: bool = True):
     self.is_primary = is_primary and write_summary
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._writer = None
     if self.is_primary:
       os.makedirs(workdir, exist_ok=True)
-      from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow)
-      writers = [metric_writers.SummaryWriter(workdir)]
-      self._writer = (metric_writers.AsyncMultiWriter(writers) if asynchronous
-                      else metric_writers.MultiWriter(writers))
+      self._writer = _tensorboard_writer(workdir, asynchronous, tensorflow)
       self._rewrite(lambda record: True)  # repairs a line torn by a crash, if any
     elif is_primary:
       logging.info("config.write_summary=False: no TensorBoard files, no metrics.jsonl")
@@ -184,7 +203,8 @@ class MetricWriter:
     if not self.is_primary:
       return
     values = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    self._writer.write_scalars(int(step), values)
+    if self._writer is not None:
+      self._writer.write_scalars(int(step), values)
     record = {"step": int(step), **{k: _json_value(v) for k, v in values.items()}}
     with open(self._path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")

@@ -261,8 +261,11 @@ def prefetch_to_device(local_batches: Iterable[Mapping[str, np.ndarray]], mesh: 
   `dataset_configs.prefetch_to_device`: the copy of batch n + 1 .. n + size to the devices
   runs while step n computes (device_put is asynchronous), so the step rarely waits on one.
   `size=0` sends each batch when it is asked for. Keys missing from `dtypes` are dropped.
+  Batches of global `jax.Array`s (made on the devices) are passed through as they are.
   """
   def put(local):
+    if all(isinstance(v, jax.Array) for v in local.values()):
+      return {k: local[k] for k in dtypes}  # made on the devices already (synthetic_device)
     return global_batch({k: np.asarray(local[k], dtype) for k, dtype in dtypes.items()}, mesh)
 
   queue = collections.deque()

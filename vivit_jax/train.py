@@ -25,7 +25,7 @@ from clu import parameter_overview
 from vivit_jax import checkpoints, config_facts, evaluate, optim, run_state, schedules, sharding
 from vivit_jax import train_state
 from vivit_jax import metrics as metrics_lib
-from vivit_jax.data import mixing
+from vivit_jax.data import fields, mixing, synthetic_device
 
 # (split, batch_size, *, process_index, process_count, seed, start_step) -> iterable of batches.
 DataFn = Callable[..., Iterable[dict[str, np.ndarray]]]
@@ -33,7 +33,10 @@ PROFILE_STEPS = 5  # `config.xprof`: steps traced, starting two steps after comp
 
 
 def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
-  """Reads `config.dataset_configs` through `vivit_jax.data` (creating the synthetic set)."""
+  """Reads `config.dataset_configs` through `vivit_jax.data` (creating the synthetic set), or
+  makes batches on the devices (`dataset_name='synthetic_device'`, no TensorFlow)."""
+  if fields.is_device_dataset(config):
+    return synthetic_device.data_fn(config)
   from vivit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
   from vivit_jax.data import synthetic  # pylint: disable=g-import-not-at-top  (TensorFlow)
   synthetic.ensure_dataset(config.dataset_configs)
@@ -203,7 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   manager = run_state.make_manager(
       workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
   writer = metrics_lib.MetricWriter(str(workdir), is_primary=is_primary,
-                                    write_summary=config.get("write_summary", True))
+                                    write_summary=config.get("write_summary", True),
+                                    tensorflow=not fields.is_device_dataset(config))
   # Closed on any exit, an error included: no checkpoint write or event file is left open.
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules), contextlib.closing(manager), \
       contextlib.closing(writer):
