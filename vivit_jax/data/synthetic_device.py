@@ -80,7 +80,7 @@ def motion_clip(key: jax.Array, label: jax.Array, num_classes: int,
                 shape: tuple[int, int, int]) -> jax.Array:
   """One clip of class `label`: uint8 `[t, h, w, 3]`, a square moving in direction 2π·label/K."""
   t, h, w = shape
-  side = max(2.0, min(h, w) / 6)
+  side = max(2.0, min(h, w) / 4)
   # Over the clip the square travels a quarter of the frame: far enough to show the
   # direction, under half of it so that the torus never makes two directions look alike.
   speed = min(h, w) / (4 * max(t - 1, 1))
