@@ -5,7 +5,8 @@
 `blocked`: 'tensorflow', 'tensorflow_datasets' and 'tensorboard' cannot be found (import raises
 ModuleNotFoundError and `importlib.util.find_spec` says None, as where they are not installed).
 `installed`: nothing is hidden. Either way the last line printed at exit names the TensorFlow
-modules that were imported: `TENSORFLOW_MODULES_IMPORTED=[...]`.
+modules that were imported (tensorboard's own are not TensorFlow):
+`TENSORFLOW_MODULES_IMPORTED=[...]`.
 """
 import atexit
 import importlib.machinery
@@ -31,7 +32,8 @@ class _WithoutTensorFlow:
 
 
 def _report():
-  imported = sorted(m for m in sys.modules if m.split(".")[0] in HIDDEN)
+  imported = sorted(m for m in sys.modules
+                    if m.split(".")[0] in ("tensorflow", "tensorflow_datasets"))
   print(f"TENSORFLOW_MODULES_IMPORTED={imported}", flush=True)
 
 

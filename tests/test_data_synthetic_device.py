@@ -235,12 +235,16 @@ def test_main_runs_without_importing_tensorflow(tmp_path, tensorflow):
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().splitlines()[-1] == "TENSORFLOW_MODULES_IMPORTED=[]"
   assert "vivit_jax done: step 4 |" in out.stdout and "6 videos x 1 views" in out.stdout
-  assert out.stderr.count(TB_OFF) == 1, out.stderr[-3000:]
-  assert "dataset_name='synthetic_device' runs without TensorFlow" in out.stderr
+  events = list(workdir.glob("events.out.tfevents.*"))
+  if tensorflow == "blocked":  # tensorboard is hidden too: its files are off, said once
+    assert out.stderr.count(TB_OFF) == 1, out.stderr[-3000:]
+    assert "the tensorboard package does not import here (No module named" in out.stderr
+    assert not events
+  else:  # written without TensorFlow (metrics.TensorBoardFile)
+    assert TB_OFF not in out.stderr and len(events) == 1
   rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows if "train_loss" in r] == [1, 2, 3, 4]
   results = json.loads((workdir / "eval_results.json").read_text())
   assert results["split"] == "test" and results["num_videos"] == 6 and results["step"] == 4
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == \
       ["2", "4"]
-  assert not list(workdir.glob("events.out.tfevents.*"))

@@ -206,8 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   manager = run_state.make_manager(
       workdir, max_to_keep=config.get("max_checkpoints_to_keep", 3))
   writer = metrics_lib.MetricWriter(str(workdir), is_primary=is_primary,
-                                    write_summary=config.get("write_summary", True),
-                                    tensorflow=not fields.is_device_dataset(config))
+                                    write_summary=config.get("write_summary", True))
   # Closed on any exit, an error included: no checkpoint write or event file is left open.
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules), contextlib.closing(manager), \
       contextlib.closing(writer):
