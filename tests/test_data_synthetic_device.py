@@ -198,6 +198,19 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_make_the_batches_of_one(tmp_path):
+  """Each process makes its shards of the same global batch: two train as one with 2 devices."""
+  config = th.tiny_config(dataset_name="synthetic_device", num_training_steps=4, checkpoint_steps=2)
+  _train(tmp_path / "one", config, mode="train", devices=2)  # the worker's config
+  train_procs.run(tmp_path / "two", 4, "--synthetic_device", processes=2)
+  assert "processes 2 devices 2" in (tmp_path / "two.0.log").read_text()
+  one, two = th.read_losses(tmp_path / "one"), th.read_losses(tmp_path / "two")
+  assert sorted(two) == [1, 2, 3, 4]
+  np.testing.assert_allclose([two[s] for s in sorted(two)], [one[s] for s in sorted(one)],
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_motion_is_learnt_well_above_chance(tmp_path):
   config = _config(num_training_steps=200, batch_size=16, eval_batch_size=64, checkpoint=False,
                    log_summary_steps=200, optimizer="adamw",
