@@ -5,8 +5,8 @@ trainer itself (sharding, optimizer, logging, checkpoints) at the config's real 
 machine that has no dataset and no TensorFlow (this module needs JAX only).
 
 Each batch is one jitted call whose outputs are laid out as the train step takes them
-(`sharding.batch_sharding` of the mesh): the clips are made where they are used and nothing
-crosses from the host. Example j of batch n of a split is a function of (seed, split, n, j)
+(`sharding.batch_sharding` of the mesh): the clips are made where they are used and only the
+batch number crosses from the host. Example j of batch n of a split is a function of (seed, split, n, j)
 alone (`fold_in`), so a batch is the same on any mesh, and a run resumed at step s sees the
 batches of an uninterrupted run.
 
@@ -144,6 +144,8 @@ def data_fn(config: ml_collections.ConfigDict) -> Callable[..., Iterator[dict]]:
   global batch (each computing only its own shards) on the mesh the trainer has set
   (`jax.set_mesh`).
   """
+  compiled = {}  # one generator per (split, batch, mesh, seed): validation reuses its own
+
   def batches(split, batch_size, *, process_index, process_count, seed, start_step=0):
     del process_index  # one global batch, the same call on every process
     mesh = jax.sharding.get_mesh()
@@ -151,7 +153,10 @@ def data_fn(config: ml_collections.ConfigDict) -> Callable[..., Iterator[dict]]:
       raise RuntimeError(f"{fields.DEVICE_DATASET} batches are made on the mesh set by "
                          "`jax.set_mesh(mesh)`; none is set")
     global_batch = batch_size * process_count
-    make = make_batch_fn(config, split, global_batch, mesh, seed=seed)
+    key = (split, global_batch, mesh, seed)
+    if key not in compiled:
+      compiled[key] = make_batch_fn(config, split, global_batch, mesh, seed=seed)
+    make = compiled[key]
     if split == "train":
       n = start_step
       while True:
