@@ -1,4 +1,5 @@
-"""`python -m vivit_jax.main ...` as on a machine without TensorFlow (tests/test_data_synthetic_device.py).
+"""`python -m vivit_jax.main ...` as on a machine without TensorFlow (for
+tests/test_data_synthetic_device.py).
 
   python tests/main_without_tensorflow.py blocked|installed MAIN_ARGS...
 

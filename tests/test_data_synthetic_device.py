@@ -1,4 +1,4 @@
-"""`dataset_name='synthetic_device'`: clips made on the devices, and a trainer without TensorFlow."""
+"""`dataset_name='synthetic_device'`: clips made on the devices; a trainer without TensorFlow."""
 import copy
 import json
 import math

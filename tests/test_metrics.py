@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from vivit_jax import metrics
 
@@ -80,7 +81,6 @@ def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   assert [json.loads(line) for line in lines] == [
       {"step": 1, "loss": 2.5, "accuracy": 0.25}, {"step": 2, "loss": None}]
   # TensorBoard reads the scalars back (written without TensorFlow: metrics.TensorBoardFile).
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   assert len(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))) == 1
   events = event_accumulator.EventAccumulator(workdir)
   events.Reload()

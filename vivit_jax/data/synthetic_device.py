@@ -6,17 +6,18 @@ machine that has no dataset and no TensorFlow (this module needs JAX only).
 
 Each batch is one jitted call whose outputs are laid out as the train step takes them
 (`sharding.batch_sharding` of the mesh): the clips are made where they are used and only the
-batch number crosses from the host. Example j of batch n of a split is a function of (seed, split, n, j)
-alone (`fold_in`), so a batch is the same on any mesh, and a run resumed at step s sees the
-batches of an uninterrupted run.
+batch number crosses from the host. Example j of batch n of a split is a function of (seed,
+split, n, j) alone (`fold_in`), so a batch is the same on any mesh, and a run resumed at step s
+sees the batches of an uninterrupted run.
 
 Patterns (`dataset_configs.synthetic_device_pattern`):
-  'motion' (default): a bright square on a dark background, moving at constant velocity on a
-    torus (it leaves on one side and comes back on the other), so no single frame tells the
-    class. Class c of K moves in direction 2πc/K by `speed` px per frame; K is num_classes (with
-    `class_splits`, the smallest split: every head is given the same class). Learnable while the
-    directions are far enough apart for the clip's length and size to show (a few classes are
-    easy; 400 directions 0.9° apart are a hard task, fine for measuring speed).
+  'motion' (default): a bright square (side a quarter of the frame) on a dark background,
+    moving at constant velocity on a torus (it leaves on one side and comes back on the other),
+    so no single frame tells the class. Class c of K moves in direction 2πc/K, a quarter of the
+    frame over the clip; K is num_classes (with `class_splits`, the smallest split: every head
+    is given the same class). Learnable while the directions are far enough apart for the
+    clip's length and size to show (a few classes are easy; 400 directions 0.9° apart are a
+    hard task, fine for measuring speed).
   'random': uniform noise pixels and uniformly random labels: nothing to learn.
 
 A batch: `inputs` uint8 pixels [0, 255] `[b, t, h, w, 3]` (the step normalises them, as the
