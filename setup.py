@@ -18,7 +18,7 @@ setuptools.setup(
         "orbax-checkpoint>=0.11",
         "ml-collections>=1.0",
         "clu>=0.0.12",
-        "tensorboard>=2.16",  # clu.metric_writers imports it; tensorflow-cpu does not pull it
+        "tensorboard>=2.16",  # metrics.TensorBoardFile: event files without TensorFlow
         "absl-py>=2.0",
         "numpy>=1.26",
         "scipy>=1.11",

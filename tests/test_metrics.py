@@ -8,6 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from vivit_jax import metrics
 
@@ -72,19 +73,25 @@ def test_top1_top5_and_ties():
 
 def test_metric_writer_jsonl_and_tensorboard(tmp_path):
   workdir = str(tmp_path / "run")
-  writer = metrics.MetricWriter(workdir, is_primary=True)  # clu's asynchronous writer
+  writer = metrics.MetricWriter(workdir, is_primary=True)
   writer.write_scalars(1, {"loss": jnp.float32(2.5), "accuracy": 0.25})
   writer.write_scalars(2, {"loss": float("nan")})
   writer.close()
   lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
   assert [json.loads(line) for line in lines] == [
       {"step": 1, "loss": 2.5, "accuracy": 0.25}, {"step": 2, "loss": None}]
-  assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+  # TensorBoard reads the scalars back (written without TensorFlow: metrics.TensorBoardFile).
+  assert len(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))) == 1
+  events = event_accumulator.EventAccumulator(workdir)
+  events.Reload()
+  assert sorted(events.Tags()["scalars"]) == ["accuracy", "loss"]
+  assert [(e.step, e.value) for e in events.Scalars("accuracy")] == [(1, 0.25)]
+  assert [e.step for e in events.Scalars("loss")] == [1, 2]
 
   # A resumed run drops the records it will write again; a torn last line is repaired.
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 3, "lo')
-  writer = metrics.MetricWriter(workdir, is_primary=True, asynchronous=False)
+  writer = metrics.MetricWriter(workdir, is_primary=True)
   writer.drop_after(1)
   writer.write_scalars(2, {"loss": 1.0})
   writer.close()

@@ -1,7 +1,8 @@
 """A training process for the multi-process and crash tests (run as a script by the tests).
 
 Usage: python tests/train_worker.py WORKDIR STEPS [--process_id=I --num_processes=N --port=P]
-       [--slow_data=SECONDS] [--kill_in_save=STEP [--kill_point=POINT]] [--mesh_data=N]
+       [--slow_data=SECONDS] [--synthetic_device] [--kill_in_save=STEP [--kill_point=POINT]]
+       [--mesh_data=N]
 
 --kill_in_save: SIGKILL itself while the checkpoint of STEP is saved, at POINT: `started` (the
 async write was started), `arrays_written` (the arrays are written, not yet finalised),
@@ -26,6 +27,8 @@ def main():
   parser.add_argument("--num_processes", type=int, default=1)
   parser.add_argument("--port", type=int, default=0)
   parser.add_argument("--slow_data", type=float, default=0.0)
+  parser.add_argument("--synthetic_device", action="store_true",
+                      help="dataset_name='synthetic_device' (clips made on the devices)")
   parser.add_argument("--heartbeat_timeout", type=int, default=None)
   parser.add_argument("--kill_in_save", type=int, default=0)
   parser.add_argument("--kill_point", default="started",
@@ -51,6 +54,9 @@ def main():
       yield batch
 
   config = th.tiny_config(num_training_steps=args.steps, checkpoint_steps=2)
+  if args.synthetic_device:
+    config.dataset_name = "synthetic_device"
+    data_fn = None  # the trainer's own: data.synthetic_device
   with distributed.stop_if_a_process_dies():
     train.train_and_evaluate(config, args.workdir, mode="train", data_fn=data_fn)
   print("processes", jax.process_count(), "devices", jax.device_count(), flush=True)

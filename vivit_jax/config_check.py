@@ -13,7 +13,7 @@ import ml_collections
 
 from vivit_jax import config_facts, evaluate, optim, schedules, sharding
 from vivit_jax.checkpoints import surgery, vit
-from vivit_jax.data import fields
+from vivit_jax.data import fields, synthetic_device
 from vivit_jax.models import ATTENTION_TYPES, CLASSIFIERS, build_model
 
 MODEL_NAMES = ("vivit_classification", "vivit_multihead_classification")
@@ -185,6 +185,7 @@ def _check_dataset(config) -> None:
     _fail("dataset_configs.base_dir", data_cfg.base_dir, "must be a path string")
   for key in ("num_frames", "crop_size", "min_resize", "stride", "num_test_clips"):
     _int(data_cfg, key, f"dataset_configs.{key}")
+  synthetic_device.check_config(config)
   if data_cfg.get("tfds_name") is not None:
     fields.check_tfds_fields(data_cfg)
   if data_cfg.get("tables") is not None or data_cfg.get("tfds_name") is not None:

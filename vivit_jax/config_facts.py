@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 from flax.core import meta
 
+from vivit_jax.data import fields
 from vivit_jax.models import build_model
 
 
@@ -88,7 +89,8 @@ def uint8_pixels(config: ml_collections.ConfigDict) -> bool:
 
 def batch_dtypes(config: ml_collections.ConfigDict) -> dict:
   """`{key: dtype}` of a batch as it travels to the devices: what the step is compiled for."""
-  return {"inputs": data_dtype(config), "label": jnp.float32, "batch_mask": jnp.float32}
+  inputs = jnp.uint8 if fields.is_device_dataset(config) else data_dtype(config)  # pixels
+  return {"inputs": inputs, "label": jnp.float32, "batch_mask": jnp.float32}
 
 
 def model(config: ml_collections.ConfigDict):

@@ -47,6 +47,8 @@ def video_dataset(name: str, num_classes: int, sizes: dict, *, tables: dict | No
       "num_test_clips": num_test_clips,
       "do_three_spatial_crops": three_spatial_crops,
       "prefetch_to_device": 2,
+      # With --config.dataset_name=synthetic_device: 'motion' (default) or 'random'.
+      "synthetic_device_pattern": ml_collections.config_dict.placeholder(str),
   })
 
 

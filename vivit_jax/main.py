@@ -8,6 +8,9 @@ r"""Train and/or evaluate a ViViT: `python -m vivit_jax.main --config=CONFIG --w
   python -m vivit_jax.main --config=configs/k400_fe.py --workdir=runs/eval --mode=eval \
       --config.eval_checkpoint_path=/ckpts/vivit_k400_fe/checkpoint
   python -m vivit_jax.main --config=configs/k400_fe.py --dry_run      # what it would run here
+  python -m vivit_jax.main --config=configs/k400_fe.py --workdir=/tmp/speed --mode=train \
+      --config.dataset_name=synthetic_device --config.init_from.checkpoint_path=None \
+      --config.num_training_steps=300 --config.lr_configs.warmup_epochs=0   # trainer's step rate
 
 Conventions:
   --config.FIELD=VALUE overrides any field of the config file.

@@ -7,6 +7,8 @@ matching the single `output_projection` of width `sum(class_splits)`.
 """
 import json
 import os
+import socket
+import time
 from typing import Mapping, Sequence
 
 import jax
@@ -136,8 +138,53 @@ def read_metrics(workdir: str) -> list[dict]:
   return records
 
 
+class TensorBoardFile:
+  """A TensorBoard event file of scalars, written without TensorFlow.
+
+  The `tensorboard` package's protos and record framing, not clu's SummaryWriter, which imports
+  TensorFlow: a run whose data needs no TensorFlow (dataset_name='synthetic_device') imports
+  none. Scalars are `simple_value`s, which TensorBoard shows as any scalar.
+  """
+
+  def __init__(self, workdir: str):
+    # pylint: disable=g-import-not-at-top  (optional: without them, no TensorBoard files)
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    # TensorBoard finds event files by "tfevents" in the name; host and pid keep them apart.
+    name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
+    self.path = os.path.join(workdir, name)
+    self._records = RecordWriter(open(self.path, "wb"))  # pylint: disable=consider-using-with
+    self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+  def _write(self, event) -> None:
+    self._records.write(event.SerializeToString())
+    self._records.flush()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    values = [self._summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+    self._write(self._event(wall_time=time.time(), step=int(step),
+                            summary=self._summary(value=values)))
+
+  def close(self) -> None:
+    self._records.close()
+
+
+def _tensorboard_file(workdir: str) -> TensorBoardFile | None:
+  """The run's event file; None, said once in the log, where `tensorboard` is not installed."""
+  try:
+    return TensorBoardFile(workdir)
+  except ImportError as e:
+    logging.info("TensorBoard files are off: the tensorboard package does not import here (%s);"
+                 " metrics go to metrics.jsonl and the log", e)
+    return None
+
+
 class MetricWriter:
-  """TensorBoard events (clu's SummaryWriter) in the workdir and `WORKDIR/metrics.jsonl`.
+  """TensorBoard events (`TensorBoardFile`) in the workdir and `WORKDIR/metrics.jsonl`.
+
+  Neither imports TensorFlow. Without the `tensorboard` package, TensorBoard files are off
+  (said once in the log) and metrics.jsonl and the log still get every value.
 
   Only the primary process (process 0) writes; elsewhere, and with `write_summary=False`
   (Scenic's switch), every method is a no-op. The console line per logged step is the
@@ -146,17 +193,13 @@ class MetricWriter:
   After a resume from step s, call `drop_after(s)` so steps replayed after a crash appear once.
   """
 
-  def __init__(self, workdir: str, *, is_primary: bool, write_summary: bool = True,
-               asynchronous: bool = True):
+  def __init__(self, workdir: str, *, is_primary: bool, write_summary: bool = True):
     self.is_primary = is_primary and write_summary
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._writer = None
     if self.is_primary:
       os.makedirs(workdir, exist_ok=True)
-      from clu import metric_writers  # pylint: disable=g-import-not-at-top  (TensorFlow)
-      writers = [metric_writers.SummaryWriter(workdir)]
-      self._writer = (metric_writers.AsyncMultiWriter(writers) if asynchronous
-                      else metric_writers.MultiWriter(writers))
+      self._writer = _tensorboard_file(workdir)
       self._rewrite(lambda record: True)  # repairs a line torn by a crash, if any
     elif is_primary:
       logging.info("config.write_summary=False: no TensorBoard files, no metrics.jsonl")
@@ -184,13 +227,15 @@ class MetricWriter:
     if not self.is_primary:
       return
     values = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    self._writer.write_scalars(int(step), values)
+    if self._writer is not None:
+      self._writer.write_scalars(int(step), values)
     record = {"step": int(step), **{k: _json_value(v) for k, v in values.items()}}
     with open(self._path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
 
   def close(self) -> None:
-    if self.is_primary and self._writer is not None:
+    if self._writer is not None:
       self._writer.close()
       self._writer = None
+    if self.is_primary:
       logging.info("metrics written to %s", self._path)

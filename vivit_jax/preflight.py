@@ -11,6 +11,7 @@ import re
 import ml_collections
 
 from vivit_jax.checkpoints.files import is_remote
+from vivit_jax.data import fields
 from vivit_jax.errors import UserInputError
 
 # What shipped configs hold where the user must put a real path.
@@ -48,8 +49,8 @@ def _needed_splits(config: ml_collections.ConfigDict, mode: str) -> list[str]:
 
 def _check_tables(config: ml_collections.ConfigDict, mode: str) -> None:
   data_cfg = config.dataset_configs
-  if data_cfg.get("synthetic"):
-    return  # generated on first use
+  if data_cfg.get("synthetic") or fields.is_device_dataset(config):
+    return  # generated on first use, or made on the devices (no tables read)
   if data_cfg.get("tfds_name"):
     from vivit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top  (TFDS)
     try:

@@ -26,7 +26,7 @@ from vivit_jax import checkpoints, config_facts, device_feed, evaluate, optim, r
 from vivit_jax import schedules, sharding
 from vivit_jax import train_state
 from vivit_jax import metrics as metrics_lib
-from vivit_jax.data import fields, mixing, pixels
+from vivit_jax.data import fields, mixing, pixels, synthetic_device
 
 # (split, batch_size, *, process_index, process_count, seed, start_step) -> iterable of batches.
 DataFn = Callable[..., Iterable[dict[str, np.ndarray]]]
@@ -34,7 +34,10 @@ PROFILE_STEPS = 5  # `config.xprof`: steps traced, starting two steps after comp
 
 
 def default_data_fn(config: ml_collections.ConfigDict) -> DataFn:
-  """Reads `config.dataset_configs` through `vivit_jax.data` (creating the synthetic set)."""
+  """Reads `config.dataset_configs` through `vivit_jax.data` (creating the synthetic set), or
+  makes batches on the devices (`dataset_name='synthetic_device'`, no TensorFlow)."""
+  if fields.is_device_dataset(config):
+    return synthetic_device.data_fn(config)
   from vivit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
   from vivit_jax.data import synthetic  # pylint: disable=g-import-not-at-top  (TensorFlow)
   synthetic.ensure_dataset(config.dataset_configs)

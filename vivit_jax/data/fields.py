@@ -7,6 +7,9 @@ import dataclasses
 from typing import Optional
 
 LABEL_KEY = "clip/label/index"  # DMVR's label feature
+# Clips made on the devices by a jitted function, no input pipeline (data/synthetic_device.py).
+DEVICE_DATASET = "synthetic_device"
+DEVICE_PATTERN_FIELD = "synthetic_device_pattern"
 # A dataset prepared with TensorFlow Datasets instead of `tables` (data/tfds_source.py).
 TFDS_FIELDS = ("tfds_name", "tfds_data_dir", "tfds_splits", "tfds_video_key", "tfds_label_key")
 
@@ -21,6 +24,8 @@ DATASET_CONFIG_FIELDS = (
     "augmentation_params",
     # Feeding the devices.
     "prefetch_to_device",
+    # dataset_name='synthetic_device' (data/synthetic_device.py): 'motion' or 'random'.
+    "synthetic_device_pattern",
 ) + TFDS_FIELDS
 
 # Scenic fields with no counterpart here: the reason, and what to use instead.
@@ -32,6 +37,11 @@ REFUSED_DATASET_FIELDS = {
     "test_batch_size": "the test split uses eval_batch_size videos (each with all its views) "
                        "per batch",
 }
+
+
+def is_device_dataset(config) -> bool:
+  """`config.dataset_name == 'synthetic_device'`: batches made on the devices, no TensorFlow."""
+  return config.get("dataset_name") == DEVICE_DATASET
 
 
 @dataclasses.dataclass(frozen=True)
