@@ -164,16 +164,16 @@ def run_ours(spec: dict) -> dict:
     cases.append((out, step, box))
 
   matmul = matmul_fn(spec)
-  rounds = max(1, int(spec.get("rounds", 1)))
-  per_round = max(1, -(-spec["steps"] // rounds))
+  rounds = max(1, min(int(spec.get("rounds") or 1), spec["steps"]))
   for _, step, _ in cases:
     time_calls(step, warmup=spec["warmup"], steps=0)
   matmul_s = []
-  for _ in range(rounds):
+  for i in range(rounds):  # `steps` in all, spread over the rounds
     matmul_s += time_calls(matmul, warmup=1, steps=3)
+    count = spec["steps"] // rounds + (i < spec["steps"] % rounds)
     for out, step, _ in cases:
       out.setdefault("ms_all", []).extend(
-          1e3 * t for t in time_calls(step, warmup=0, steps=per_round))
+          1e3 * t for t in time_calls(step, warmup=0, steps=count))
   device = jax.devices()[0]
   stats = device.memory_stats() if device.platform == "gpu" else None
   for out, _, box in cases:
@@ -345,12 +345,20 @@ def run_breakdown(spec: dict) -> dict:
   key = jax.random.PRNGKey(0)
   reps = max(3, spec["steps"] // 2)
 
-  def timed(fn, *shapes) -> float:
-    """Median seconds of jitted fwd+bwd (gradients of every input) of `fn` on random inputs."""
-    args = [jax.random.normal(key, s).astype(dtype) for s in shapes]
-    grad = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a).astype(jnp.float32)),
-                            argnums=tuple(range(len(args)))))
-    return statistics.median(time_calls(lambda: grad(*args), warmup=2, steps=reps))
+  def timed(fn, *shapes, args=None, inputs=()) -> float:
+    """Median seconds of jitted forward + backward of `fn(*args, *inputs)`: the output and the
+    gradients of `args` (random arrays of `shapes` unless given) for a random cotangent, so
+    XLA can neither drop the forward pass nor fold the backward into a reduction."""
+    args = args or [jax.random.normal(key, s).astype(dtype) for s in shapes]
+    out = jax.eval_shape(fn, *args, *inputs)
+    cotangent = jax.random.normal(jax.random.PRNGKey(1), out.shape).astype(out.dtype)
+
+    def fwd_bwd(cotangent, args, inputs):
+      y, pullback = jax.vjp(lambda *a: fn(*a, *inputs), *args)
+      return y, pullback(cotangent)
+    run = jax.jit(fwd_bwd)
+    return statistics.median(time_calls(lambda: run(cotangent, args, inputs), warmup=2,
+                                        steps=reps))
 
   rows = []
   for part in layer_parts(config, spec["batch"]):
@@ -364,6 +372,15 @@ def run_breakdown(spec: dict) -> dict:
       m, k_in, n_out = shape
       seconds = timed(lambda x, w: x @ w, (m, k_in), (k_in, n_out))
       flops = 3 * 2 * m * k_in * n_out
+    elif kind == "embedding":  # the tubelet conv: the kernel's gradient (the clips need none)
+      b_ = shape[0]
+      embed = TubeletEmbedding(config.model, dtype)
+      video = jax.random.normal(key, shape)
+      params = embed.init(key, video)
+      seconds = timed(lambda p, x: embed.apply(p, x), args=[params], inputs=(video,))
+      ph, pw, pt = config.model.patches.size
+      tokens = b_ * (shape[1] // pt) * (shape[2] // ph) * (shape[3] // pw)
+      flops = 2 * 2 * tokens * ph * pw * pt * 3 * config.model.hidden_size  # forward, kernel grad
     elif kind == "layernorm":
       ln = blocks.layer_norm(dtype=dtype)
       params = ln.init(key, jnp.zeros(shape, dtype))
@@ -404,25 +421,49 @@ def layer_parts(config, batch: int) -> list[dict]:
 
   b, heads = batch, (m.spatial_transformer.num_heads if kind == "factorized_encoder"
                      else m.num_heads)
+  embedding = [dict(kind="embedding", name="tubelet embedding (3D conv)",
+                    shape=(b, frames, crop, crop, 3), count=1)]
   if kind == "spacetime":
     l = t * n + token
-    return encoder("encoder", b * l, [(f"{l} tokens", (b, l, heads))], m.num_layers, m)
+    return embedding + encoder("encoder", b * l, [(f"{l} tokens", (b, l, heads))],
+                               m.num_layers, m)
   if kind == "factorized_encoder":
     s, tt = m.spatial_transformer, m.temporal_transformer
-    return (encoder("spatial", b * t * (n + token), [(f"{n + token} tokens",
+    return (embedding + encoder("spatial", b * t * (n + token), [(f"{n + token} tokens",
                                                       (b * t, n + token, heads))],
                     s.num_layers, s) +
             encoder("temporal", b * (t + token), [(f"{t + token} tokens",
                                                    (b, t + token, tt.num_heads))],
                     tt.num_layers, tt))
   if kind == "factorized_self_attention_block":
-    return encoder("encoder", b * t * n, [(f"time, {t} tokens", (b * n, t, heads)),
+    return embedding + encoder("encoder", b * t * n, [(f"time, {t} tokens", (b * n, t, heads)),
                                           (f"space, {n} tokens", (b * t, n, heads))],
                    m.num_layers, m, attentions_per_layer=2)
   half = heads // 2
-  return encoder("encoder", b * t * n, [(f"time heads, {t} tokens", (b * n, t, half)),
+  return embedding + encoder("encoder", b * t * n, [(f"time heads, {t} tokens", (b * n, t, half)),
                                         (f"space heads, {n} tokens", (b * t, n, half))],
                  m.num_layers, m)
+
+
+def _tubelet_embedding():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from vivit_jax.models import embed  # pylint: disable=g-import-not-at-top
+
+  class Embedding(nn.Module):
+    """The model's own tokeniser (`embed.video_to_tokens`) on its own."""
+    model: object
+    dtype: object
+
+    @nn.compact
+    def __call__(self, video):
+      m = self.model
+      return embed.video_to_tokens(video.astype(self.dtype), m.temporal_encoding_config,
+                                   m.patches.size, m.hidden_size, self.dtype)
+  return Embedding
+
+
+def TubeletEmbedding(model_config, dtype):  # pylint: disable=invalid-name
+  return _tubelet_embedding()(model_config, dtype)
 
 
 CHILDREN = {"ours": run_ours, "matmul": run_matmul, "hf": run_hf, "breakdown": run_breakdown}
@@ -582,7 +623,8 @@ def summarise(r: dict, base: dict, matmul: dict) -> dict:
 def summarise_breakdown(bd: dict, step_ms: float | None) -> dict:
   if "error" in bd:
     return bd
-  categories = {"attention": "attention cores", "dense": "dense matmuls",
+  categories = {"embedding": "tubelet embedding", "attention": "attention cores",
+                "dense": "dense matmuls",
                 "layernorm": "LayerNorm + GELU", "gelu": "LayerNorm + GELU"}
   totals: dict[str, float] = {}
   for part in bd["parts"]:

@@ -68,7 +68,7 @@ def test_meta(report):
 def test_no_tensorflow_in_the_measuring_process():
   """The GPU machine has no TensorFlow: the step's child must not import it."""
   spec = {"size": "tiny", "variant": "spacetime", "dtype": "float32", "batch": 2, "frames": 4,
-          "crop": 32, "attention": "auto", "remat": False, "steps": 1, "warmup": 0}
+          "crop": 32, "attentions": ["auto"], "remat": False, "steps": 1, "warmup": 0}
   code = ("import runpy, sys\n"
           f"sys.argv = ['train_step.py', '--_child', 'ours', '--_spec', {json.dumps(spec)!r}]\n"
           "try:\n"
