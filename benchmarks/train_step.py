@@ -114,8 +114,9 @@ def vit_fields(config) -> dict:
 
 
 def parse_remat(value: str):
-  """`--remat`: 'false'/'true' as booleans; any other name (a policy) passes through."""
-  return {"false": False, "true": True}.get(value.lower(), value)
+  """`--remat`: 'false'/'none' and 'true' as booleans (what `model.remat` takes today); any
+  other name (a policy, once the model takes one) passes through."""
+  return {"false": False, "none": False, "true": True}.get(value.lower(), value)
 
 
 # --------------------------------------------------------------------------- child: our step
