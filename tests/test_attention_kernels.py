@@ -82,6 +82,21 @@ def test_fused_path_equals_xla_on_every_variant(kind, implementation):
                grads, ref_grads)
 
 
+@pytest.mark.parametrize("kind", models.ATTENTION_TYPES)
+def test_explicit_path_equals_xla_on_every_variant(kind):
+  """'explicit' (einsum, float32 softmax, einsum: the plain baseline of
+  benchmarks/train_step.py) runs every attention of the model, unpadded, and equals XLA's."""
+  params, ref_loss, ref_grads = _xla_reference(kind)
+  explicit = models.build_model(_config(kind, "explicit"), 5)
+  with attention.record_paths() as paths:
+    loss, grads = _loss_and_grads(explicit, params, _video())
+  assert sorted((p.kernel, p.tokens, p.padded) for _, p in paths) == sorted(
+      ("explicit", n, n) for n in TOKENS[kind])
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
+               grads, ref_grads)
+
+
 @pytest.mark.parametrize("implementation", ["cudnn", "splash"])
 @pytest.mark.parametrize("tokens", [197, 17])
 def test_padding_is_masked(tokens, implementation):
@@ -152,7 +167,7 @@ def test_unavailable_kernels_fail_with_one_line():
       (dict(value="cudnn", dtype="float32", platform="gpu"),
        "takes model_dtype_str in ['bfloat16', 'float16'], not 'float32'"),
       (dict(value="splash", platform="gpu"), "needs a TPU"),
-      (dict(value="flash"), "valid: [None, 'auto', 'xla', 'cudnn', 'splash']"),
+      (dict(value="flash"), "valid: [None, 'auto', 'xla', 'cudnn', 'splash', 'explicit']"),
   ]
   for kwargs, message in cases:
     with pytest.raises(ValueError) as e:

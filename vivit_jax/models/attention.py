@@ -10,6 +10,8 @@ implementation (`model.attention_implementation`) at trace time:
             materialised per head.
   'cudnn'   cuDNN flash attention (GPU, bfloat16/float16).
   'splash'  the Pallas splash-attention kernel of `jax.experimental.pallas.ops.tpu` (TPU).
+  'explicit'  einsum logits, float32 softmax, einsum (the path attention dropout needs): the
+            plain materialised-softmax baseline of benchmarks/train_step.py on every platform.
   'auto'/None  the fused kernel of the platform where it runs and helps, else 'xla'.
 
 ViViT's token counts (1 + 14·14 = 197, 1 + 16·14·14 = 3137, 16 or 17 frames) are never
@@ -33,7 +35,7 @@ import numpy as np
 from vivit_jax.models.partitioning import ACT_HEADS, BATCH, EMBED, HEAD_DIM, HEADS, axes
 
 # Valid values of `model.attention_implementation`.
-IMPLEMENTATIONS = (None, "auto", "xla", "cudnn", "splash")
+IMPLEMENTATIONS = (None, "auto", "xla", "cudnn", "splash", "explicit")
 # Where each fused kernel runs, and the activation dtypes it takes.
 _PLATFORM = {"cudnn": "gpu", "splash": "tpu"}
 _DTYPES = {"cudnn": ("bfloat16", "float16"),
@@ -121,6 +123,8 @@ def choose_path(implementation: str | None, q: jax.Array, *, dropout: bool = Fal
   tokens = q.shape[1]
   if dropout:
     return AttentionPath("explicit", tokens, tokens, "attention dropout needs the weights")
+  if implementation == "explicit":
+    return AttentionPath("explicit", tokens, tokens)
   if implementation in ("xla", "cudnn", "splash"):
     return AttentionPath(implementation, tokens, padded_length(implementation, tokens))
   platform = platform or jax.default_backend()
