@@ -26,7 +26,10 @@ Baselines in the same run:
 per device (compile only, `vivit_jax.dry_run`; nothing runs). `--breakdown` adds where the step's
 time goes: the attention cores, the dense matmuls and the LayerNorm/GELU of every layer, each timed
 forward + backward on its own at the variant's shapes, and the rest of the step (embedding, head,
-loss, optimizer, fusion differences). `--json` writes every figure with the machine, versions,
+loss, optimizer, fusion differences). `--trainer_steps=N` also runs the whole trainer
+(`train.train_and_evaluate` on `dataset_name='synthetic_device'`: device feed, sharding, optimizer,
+logging, a checkpoint) for N steps per variant and reports its rate against the bare step's
+(the issue's target: within 10%). `--json` writes every figure with the machine, versions,
 date and command. Sizes: S (CPU: ViViT at width 384, 4 layers, 8×112² clips), B, L, and `tiny`
 (seconds; the test's). Every measurement runs in its own child process, so one case's device
 memory (JAX preallocates, PyTorch caches) never limits or pollutes the next; TensorFlow is never
@@ -43,6 +46,8 @@ import subprocess
 import sys
 import time
 
+from vivit_jax.models import paper
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # attention_config.type → (paper name, the trainer's config of ViViT-B/16x2)
@@ -52,15 +57,11 @@ VARIANTS = {  # attention_config.type → (paper name, the trainer's config of V
     "factorized_dot_product_attention": ("Model 4", "configs/k400_fdpa.py"),
 }
 LARGE_FE_CONFIG = "configs/k400_fe_large.py"
-# The paper's inference GFLOPs per 32×224² view (multiply-accumulates, 1 MAC counted once), Arnab et
-# al. 2021 (arXiv 2103.15691v2): Table 2 for ViViT-B/16x2 (docs/models.md reproduces them within
-# 0.2%, tests/test_model_sizes.py); ViViT-L/16x2 FE: 995.3 at 32 frames (§4.2, Fig. 9's text).
-PAPER_GMACS = {
-    ("B", "spacetime"): 455.2, ("B", "factorized_encoder"): 284.4,
-    ("B", "factorized_self_attention_block"): 372.3,
-    ("B", "factorized_dot_product_attention"): 277.1, ("L", "factorized_encoder"): 995.3,
-}
-PAPER_SHAPE = (32, 224)  # frames, crop the paper's numbers are for
+# The paper's inference GMACs per 32×224² view (vivit_jax/models/paper.py: Table 2, and §4.2 for
+# ViViT-L/16x2 FE; docs/models.md reproduces Table 2 within 0.2%, tests/test_model_sizes.py).
+PAPER_GMACS = {**{("B", kind): gmacs for kind, (_, gmacs) in paper.TABLE2_B16X2.items()},
+               ("L", "factorized_encoder"): paper.LARGE_FE_GMACS}
+PAPER_SHAPE = paper.CLIP  # frames, crop the paper's numbers are for
 # Sizes other than the configs' own: ViT fields, and the default clip and batch.
 SMALL = {
     "S": dict(hidden_size=384, num_heads=6, mlp_dim=1536, num_layers=4, temporal_layers=2),
@@ -113,10 +114,9 @@ def vit_fields(config) -> dict:
               num_layers=vit.num_layers)
 
 
-def parse_remat(value: str):
-  """`--remat`: 'false'/'none' and 'true' as booleans (what `model.remat` takes today); any
-  other name (a policy, once the model takes one) passes through."""
-  return {"false": False, "none": False, "true": True}.get(value.lower(), value)
+def parse_remat(value: str) -> str:
+  """`--remat`: a `model.remat` policy name (models/remat.py); 'true'/'false' as 'full'/'none'."""
+  return {"false": "none", "true": "full"}.get(value.lower(), value)
 
 
 # --------------------------------------------------------------------------- child: our step
@@ -129,7 +129,7 @@ def run_ours(spec: dict) -> dict:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from vivit_jax import config_facts, dry_run, optim, schedules, sharding, train, train_state  # pylint: disable=g-import-not-at-top
-  from vivit_jax.models import attention  # pylint: disable=g-import-not-at-top
+  from vivit_jax.models import attention, remat  # pylint: disable=g-import-not-at-top
 
   rng = jax.random.PRNGKey(0)
   cases = []
@@ -153,7 +153,12 @@ def run_ours(spec: dict) -> dict:
     out["compile_s"] = time.perf_counter() - t0
     out["attention_paths"] = sorted({p.describe() for _, p in paths})
     out["flops_per_step"] = train.step_flops(compiled, mesh.size)
-    out["compiled_memory"] = dry_run._memory(compiled.memory_analysis())  # pylint: disable=protected-access
+    out["compiled_memory"] = dry_run.memory_summary(compiled.memory_analysis())
+    clips = jax.ShapeDtypeStruct(
+        (config.batch_size // sharding.data_parallel_size(mesh),) + shape, "float32")
+    out["kept_for_backward_bytes"] = remat.saved_activation_bytes(
+        lambda p, x: model.apply({"params": p}, x, train=False).sum(), abstract[0]["params"],
+        clips)
     if spec.get("memory_budget_gb") and impl == spec["attentions"][0]:
       out["memory_budget"] = largest_batch(config, spec["memory_budget_gb"],
                                            sharding.data_parallel_size(mesh), dry_run)
@@ -195,7 +200,9 @@ def random_batch(abstract_batch: dict, num_classes: int) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   rs = np.random.RandomState(0)
   b = abstract_batch["inputs"].shape[0]
-  host = {"inputs": rs.uniform(-1, 1, abstract_batch["inputs"].shape),
+  shape = abstract_batch["inputs"].shape
+  pixels = abstract_batch["inputs"].dtype == np.uint8  # data_dtype_str='uint8': raw pixels
+  host = {"inputs": rs.randint(0, 256, shape) if pixels else rs.uniform(-1, 1, shape),
           "label": np.eye(num_classes)[rs.randint(0, num_classes, b)],
           "batch_mask": np.ones((b,))}
   return {k: jax.device_put(host[k].astype(v.dtype), v.sharding)
@@ -467,7 +474,41 @@ def TubeletEmbedding(model_config, dtype):  # pylint: disable=invalid-name
   return _tubelet_embedding()(model_config, dtype)
 
 
-CHILDREN = {"ours": run_ours, "matmul": run_matmul, "hf": run_hf, "breakdown": run_breakdown}
+# --------------------------------------------------------------------------- child: the trainer
+
+
+def run_trainer(spec: dict) -> dict:
+  """The whole trainer (`train.train_and_evaluate`, mode 'train': the device feed, sharding,
+  optimizer, metrics, logging, one checkpoint) on `dataset_name='synthetic_device'` at the
+  variant's shapes; its steps/s from metrics.jsonl, the first row (compilation) left out."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vivit_jax import config_check, config_lib, train  # pylint: disable=g-import-not-at-top
+  from vivit_jax import metrics  # pylint: disable=g-import-not-at-top
+
+  steps = spec["trainer_steps"]
+  config = build_config(spec["variant"], spec["size"], spec)
+  config.dataset_name = "synthetic_device"
+  config.init_from = ml_collections.ConfigDict()
+  config_lib.set_run_length(config, steps=steps)
+  config.lr_configs.warmup_epochs = 0  # a short run: no warm-up to fit in
+  config.log_summary_steps = max(steps // 5, 1)
+  config.checkpoint_steps = steps  # one save, at the end (saving is left out of the rates)
+  config.log_eval_steps = 0
+  config_check.validate_config(config)
+  with tempfile.TemporaryDirectory() as workdir:
+    train.train_and_evaluate(config, workdir, mode="train")
+    rows = [r for r in metrics.read_metrics(workdir) if "steps_per_sec" in r][1:]
+  if not rows:
+    return {"error": f"no logged interval after the first ({steps} steps)"}
+  rate = statistics.median(r["steps_per_sec"] for r in rows)
+  return {"ms_per_step": 1e3 / rate, "steps": steps,
+          "steps_per_sec": [r["steps_per_sec"] for r in rows],
+          "data_wait_fraction": [r["data_wait_fraction"] for r in rows]}
+
+
+CHILDREN = {"ours": run_ours, "matmul": run_matmul, "hf": run_hf, "breakdown": run_breakdown,
+            "trainer": run_trainer}
 
 
 # --------------------------------------------------------------------------- the parent
@@ -507,8 +548,8 @@ def parse_args(argv):
   p.add_argument("--crop", type=int, help="crop size (default: per size)")
   p.add_argument("--attention", default="auto",
                  help="model.attention_implementation of our step (default 'auto')")
-  p.add_argument("--remat", default="false",
-                 help="model.remat: false/true, or a policy name where the model takes one")
+  p.add_argument("--remat", default="none",
+                 help="model.remat: none, full, dots_saveable, ... (models/remat.py)")
   p.add_argument("--steps", type=int, help="timed steps (default: per size)")
   p.add_argument("--warmup", type=int, help="untimed steps first (default: per size)")
   p.add_argument("--rounds", type=int, default=5,
@@ -517,6 +558,9 @@ def parse_args(argv):
   p.add_argument("--memory_budget_gb", type=float,
                  help="also report the largest batch whose compiled step fits this many GB")
   p.add_argument("--breakdown", action="store_true", help="time per op category, per variant")
+  p.add_argument("--trainer_steps", type=int, default=0,
+                 help="also run the whole trainer on dataset_name='synthetic_device' for this "
+                      "many steps per variant; its rate against the bare step's")
   p.add_argument("--no_baselines", action="store_true", help="skip the plain and HF baselines")
   p.add_argument("--matmul_n", type=int, help="matmul size (default 2048 CPU, 8192 GPU/TPU)")
   p.add_argument("--timeout_s", type=float, default=3600, help="per measurement")
@@ -568,6 +612,12 @@ def main(argv=None) -> int:
       for (role, impl), case in zip(group, r.get("cases") or [r] * len(group)):
         rows.append(summarise(dict(case, variant=variant, role=role, attention=impl,
                                    matmul_same_process=r.get("matmul")), base, matmul))
+    if args.trainer_steps:
+      say(f"{VARIANTS[variant][0]} the trainer on synthetic_device, {args.trainer_steps} steps ...")
+      t = child("trainer", dict(base, variant=variant, trainer_steps=args.trainer_steps),
+                args.timeout_s)
+      rows.append(summarise(dict(t, variant=variant, role="trainer", attention=base["attention"]),
+                            base, matmul))
     if args.breakdown:
       say(f"{VARIANTS[variant][0]} breakdown ...")
       bd = child("breakdown", dict(base, variant=variant), args.timeout_s)
@@ -581,7 +631,7 @@ def main(argv=None) -> int:
   for r in rows:  # the comparisons measured in this run
     same = {x["role"]: x for x in rows if x["variant"] == r["variant"]}
     if r["role"] == "ours" and r.get("ms_per_step"):
-      for other in ("plain", "hf"):
+      for other in ("plain", "hf", "trainer"):
         if same.get(other, {}).get("ms_per_step"):
           r[f"speedup_vs_{other}"] = same[other]["ms_per_step"] / r["ms_per_step"]
   meta = {
@@ -652,8 +702,9 @@ def table(rows: list[dict], meta: dict) -> str:
       f"{meta['load_average_before'][0]:.1f} before, {meta['load_average_after'][0]:.1f} after",
       "",
       "| variant | run | attention | ms/step | clips/s | GFLOP/clip (fwd+bwd) | paper GMAC/view "
-      "(×6) | TFLOP/s | util. | compiled peak GB | device peak GB | vs plain | vs HF |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+      "(×6) | TFLOP/s | util. | compiled peak GB | device peak GB | kept for bwd GB | vs plain "
+      "| vs HF |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     if "error" in r or "skipped" in r:
@@ -668,8 +719,13 @@ def table(rows: list[dict], meta: dict) -> str:
         f"{_fmt(r.get('tflops_per_s'), '.3f')} | {_fmt(r.get('utilisation'), '.0%')} | "
         f"{_fmt(gb((r.get('compiled_memory') or {}).get('peak')), '.2f')} | "
         f"{_fmt(gb(r.get('device_peak_bytes')), '.2f')} | "
+        f"{_fmt(gb(r.get('kept_for_backward_bytes')), '.2f')} | "
         f"{_fmt(r.get('speedup_vs_plain'), '.2f')}{'×' if r.get('speedup_vs_plain') else ''} | "
         f"{_fmt(r.get('speedup_vs_hf'), '.2f')}{'×' if r.get('speedup_vs_hf') else ''} |")
+  for r in rows:
+    if r.get("speedup_vs_trainer"):
+      lines.append(f"\n{VARIANTS[r['variant']][0]}: the trainer on synthetic_device runs at "
+                   f"{r['speedup_vs_trainer']:.0%} of the bare step's rate (target ≥ 90%)")
   for r in rows:
     budget = r.get("memory_budget")
     if budget:

@@ -16,7 +16,8 @@ ENV = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="")
 def report(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench") / "train_step.json"
   proc = subprocess.run(
-      [sys.executable, SCRIPT, "--size=tiny", "--variants=spacetime", f"--json={out}"],
+      [sys.executable, SCRIPT, "--size=tiny", "--variants=spacetime", "--trainer_steps=20",
+       f"--json={out}"],
       capture_output=True, text=True, timeout=300, check=False, env=ENV)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text()), proc.stdout
@@ -39,6 +40,17 @@ def test_rows_and_figures(report):
   assert plain["flops_per_step"] == pytest.approx(ours["flops_per_step"], rel=0.1)
   assert ours["speedup_vs_plain"] == pytest.approx(plain["ms_per_step"] / ours["ms_per_step"])
   assert "| Model 1 | ours | auto |" in stdout
+  assert ours["kept_for_backward_bytes"] > 0
+
+
+def test_trainer_row(report):
+  data, stdout = report
+  rows = {r["role"]: r for r in data["rows"]}
+  trainer, ours = rows["trainer"], rows["ours"]
+  assert trainer["steps"] == 20 and len(trainer["steps_per_sec"]) == 4  # 5 rows, first left out
+  assert all(0 <= w <= 1 for w in trainer["data_wait_fraction"])
+  assert ours["speedup_vs_trainer"] == pytest.approx(trainer["ms_per_step"] / ours["ms_per_step"])
+  assert "the trainer on synthetic_device runs at" in stdout
 
 
 def test_hf_baseline_row(report):
@@ -68,7 +80,7 @@ def test_meta(report):
 def test_no_tensorflow_in_the_measuring_process():
   """The GPU machine has no TensorFlow: the step's child must not import it."""
   spec = {"size": "tiny", "variant": "spacetime", "dtype": "float32", "batch": 2, "frames": 4,
-          "crop": 32, "attentions": ["auto"], "remat": False, "steps": 1, "warmup": 0}
+          "crop": 32, "attentions": ["auto"], "remat": "none", "steps": 1, "warmup": 0}
   code = ("import runpy, sys\n"
           f"sys.argv = ['train_step.py', '--_child', 'ours', '--_spec', {json.dumps(spec)!r}]\n"
           "try:\n"

@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 
 from vivit_jax import models
+from vivit_jax.models import paper
 
-# (params in millions, GFLOPs as multiply-accumulates), Arnab et al. 2021, Table 2.
-PAPER = {
-    "spacetime": (88.9, 455.2),
-    "factorized_encoder": (115.1, 284.4),
-    "factorized_self_attention_block": (117.3, 372.3),
-    "factorized_dot_product_attention": (88.9, 277.1),
-}
+PAPER = paper.TABLE2_B16X2
 
 
 def vivit_b16x2(kind: str) -> ml_collections.ConfigDict:

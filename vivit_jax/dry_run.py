@@ -66,7 +66,7 @@ def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
       "activation_bytes_per_device": remat.saved_activation_bytes(loss, abstract["params"],
                                                                   clips),
       "batch_per_host": global_batch // max(len({d.process_index for d in devs}), 1),
-      "memory": _memory(memory),
+      "memory": memory_summary(memory),
       "device_memory_bytes": sharding.device_memory_bytes(devs[0]),
   }
   report["lines"] = _lines(report)
@@ -97,7 +97,7 @@ def _bytes_per_device(tree) -> int:
                  for x in jax.tree.leaves(tree)))
 
 
-def _memory(analysis) -> dict[str, int]:
+def memory_summary(analysis) -> dict[str, int]:
   """The compiled step's memory per device; `peak` = arguments + outputs - aliased + temps."""
   if analysis is None:
     return {}
