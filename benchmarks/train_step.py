@@ -46,9 +46,10 @@ import subprocess
 import sys
 import time
 
-from vivit_jax.models import paper
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's vivit_jax, installed or not
+
+from vivit_jax.models import paper  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VARIANTS = {  # attention_config.type → (paper name, the trainer's config of ViViT-B/16x2)
     "spacetime": ("Model 1", "configs/k400_st.py"),
