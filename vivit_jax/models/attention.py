@@ -12,7 +12,12 @@ implementation (`model.attention_implementation`) at trace time:
   'splash'  the Pallas splash-attention kernel of `jax.experimental.pallas.ops.tpu` (TPU).
   'explicit'  einsum logits, float32 softmax, einsum (the path attention dropout needs): the
             plain materialised-softmax baseline of benchmarks/train_step.py on every platform.
-  'auto'/None  the fused kernel of the platform where it runs and helps, else 'xla'.
+  'heads_major'  the same softmax attention with heads moved before tokens first, so both
+            products are plain batched matmuls `[b, h, l, c]`; on CPU ~1.2-1.3x faster than
+            'xla' forward + backward from ~50 tokens on, slower on the 4-17-token temporal
+            attentions (docs/benchmarks.md, "Train step").
+  'auto'/None  the fused kernel of the platform where it runs and helps; on CPU 'heads_major'
+            from CPU_MIN_TOKENS tokens on; else 'xla'.
 
 ViViT's token counts (1 + 14·14 = 197, 1 + 16·14·14 = 3137, 16 or 17 frames) are never
 multiples of the kernels' tiles, so the fused paths pad the token axis and mask the padding:
@@ -35,7 +40,7 @@ import numpy as np
 from vivit_jax.models.partitioning import ACT_HEADS, BATCH, EMBED, HEAD_DIM, HEADS, axes
 
 # Valid values of `model.attention_implementation`.
-IMPLEMENTATIONS = (None, "auto", "xla", "cudnn", "splash", "explicit")
+IMPLEMENTATIONS = (None, "auto", "xla", "cudnn", "splash", "explicit", "heads_major")
 # Where each fused kernel runs, and the activation dtypes it takes.
 _PLATFORM = {"cudnn": "gpu", "splash": "tpu"}
 _DTYPES = {"cudnn": ("bfloat16", "float16"),
@@ -44,6 +49,9 @@ _DTYPES = {"cudnn": ("bfloat16", "float16"),
 # frame temporal attentions) have small [l, l] weights, and padding them to a tile would
 # multiply their FLOPs (17 → 128 tokens: 57x) for nothing.
 AUTO_MIN_TOKENS = 128
+# On CPU 'auto' runs 'heads_major' from this many tokens on (measured at 49-197 tokens); the
+# temporal attentions (4-17 tokens) stay on 'xla', which is faster there.
+CPU_MIN_TOKENS = 32
 # cuDNN's flash kernels tile the sequence by 64 (3137 → 3200, 197 → 256).
 CUDNN_MULTIPLE = 64
 # Splash tiles: up to 512 tokens the padded sequence is one block (197 → 256, 17 → 128);
@@ -85,7 +93,7 @@ def check_implementation(value: Any, dtype: str = "float32", platform: str | Non
 @dataclasses.dataclass(frozen=True)
 class AttentionPath:
   """What one attention call runs: the kernel, and the token count before/after padding."""
-  kernel: str  # 'xla', 'cudnn', 'splash' or 'explicit' (attention dropout)
+  kernel: str  # 'xla', 'cudnn', 'splash', 'heads_major' or 'explicit'
   tokens: int
   padded: int
   reason: str = ""
@@ -123,13 +131,15 @@ def choose_path(implementation: str | None, q: jax.Array, *, dropout: bool = Fal
   tokens = q.shape[1]
   if dropout:
     return AttentionPath("explicit", tokens, tokens, "attention dropout needs the weights")
-  if implementation == "explicit":
-    return AttentionPath("explicit", tokens, tokens)
+  if implementation in ("explicit", "heads_major"):
+    return AttentionPath(implementation, tokens, tokens)
   if implementation in ("xla", "cudnn", "splash"):
     return AttentionPath(implementation, tokens, padded_length(implementation, tokens))
   platform = platform or jax.default_backend()
   dtype = jnp.dtype(q.dtype).name
   kernel = {"gpu": "cudnn", "tpu": "splash"}.get(platform)
+  if platform == "cpu" and tokens >= CPU_MIN_TOKENS:
+    return AttentionPath("heads_major", tokens, tokens, "auto: batched matmuls on CPU")
   if kernel is None:
     return AttentionPath("xla", tokens, tokens, f"auto: no fused kernel on {platform}")
   if dtype not in _DTYPES[kernel]:
@@ -204,6 +214,8 @@ def dot_product_attention(q, k, v, *, dropout_rate: float = 0.0, deterministic: 
     return _explicit_attention(q, k, v, dropout_rate, dropout_rng)
   if path.kernel == "xla":
     return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+  if path.kernel == "heads_major":
+    return _heads_major_attention(q, k, v)
   return padded_attention(q, k, v, path.padded, _FUSED[path.kernel])
 
 
@@ -221,6 +233,16 @@ def _explicit_attention(q, k, v, dropout_rate, dropout_rng, weights=None):
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
   return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+
+
+def _heads_major_attention(q, k, v):
+  """Softmax attention with `[b, heads, l, c]` operands: both products are batched matmuls
+  over (b, heads) with nothing transposed inside them; logits and softmax in float32."""
+  to_heads = lambda a: a.transpose(0, 2, 1, 3)  # noqa: E731
+  qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
+  logits = jnp.matmul(qh, kh.swapaxes(-1, -2), preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(logits * q.shape[-1] ** -0.5, axis=-1)
+  return to_heads(jnp.matmul(weights.astype(v.dtype), vh))
 
 
 def padded_attention(q, k, v, padded: int, kernel: Callable):
