@@ -82,16 +82,18 @@ def test_fused_path_equals_xla_on_every_variant(kind, implementation):
                grads, ref_grads)
 
 
+@pytest.mark.parametrize("implementation", ["explicit", "heads_major"])
 @pytest.mark.parametrize("kind", models.ATTENTION_TYPES)
-def test_explicit_path_equals_xla_on_every_variant(kind):
+def test_unpadded_paths_equal_xla_on_every_variant(kind, implementation):
   """'explicit' (einsum, float32 softmax, einsum: the plain baseline of
-  benchmarks/train_step.py) runs every attention of the model, unpadded, and equals XLA's."""
+  benchmarks/train_step.py) and 'heads_major' (CPU's 'auto' from 32 tokens on) run every
+  attention of the model, unpadded, and equal XLA's, forward and gradients."""
   params, ref_loss, ref_grads = _xla_reference(kind)
-  explicit = models.build_model(_config(kind, "explicit"), 5)
+  model = models.build_model(_config(kind, implementation), 5)
   with attention.record_paths() as paths:
-    loss, grads = _loss_and_grads(explicit, params, _video())
+    loss, grads = _loss_and_grads(model, params, _video())
   assert sorted((p.kernel, p.tokens, p.padded) for _, p in paths) == sorted(
-      ("explicit", n, n) for n in TOKENS[kind])
+      (implementation, n, n) for n in TOKENS[kind])
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4),
                grads, ref_grads)
@@ -149,7 +151,9 @@ def test_splash_block_sizes_for_vivit_token_counts():
     ("gpu", jnp.float16, 197, "cudnn"),
     ("gpu", jnp.float32, 3137, "xla"),     # cuDNN flash takes half precision only
     ("gpu", jnp.bfloat16, 16, "xla"),
-    ("cpu", jnp.bfloat16, 3137, "xla"),
+    ("cpu", jnp.bfloat16, 3137, "heads_major"),
+    ("cpu", jnp.float32, 49, "heads_major"),
+    ("cpu", jnp.float32, 17, "xla"),       # temporal attention: XLA is faster there
 ])
 @pytest.mark.parametrize("implementation", [None, "auto"])
 def test_auto_picks_the_platforms_kernel(implementation, platform, dtype, tokens, kernel):
@@ -167,7 +171,7 @@ def test_unavailable_kernels_fail_with_one_line():
       (dict(value="cudnn", dtype="float32", platform="gpu"),
        "takes model_dtype_str in ['bfloat16', 'float16'], not 'float32'"),
       (dict(value="splash", platform="gpu"), "needs a TPU"),
-      (dict(value="flash"), "valid: [None, 'auto', 'xla', 'cudnn', 'splash', 'explicit']"),
+      (dict(value="flash"), "valid: [None, 'auto', 'xla', 'cudnn', 'splash', 'explicit', 'heads_major']"),
   ]
   for kwargs, message in cases:
     with pytest.raises(ValueError) as e:
@@ -188,8 +192,8 @@ def test_each_choice_is_logged_once(caplog, monkeypatch):
     jax.eval_shape(lambda q: attention.dot_product_attention(q, q, q, implementation="auto"), q)
   lines = [r.getMessage() for r in caplog.records
            if "attention_implementation" in r.getMessage()]
-  assert lines == ["attention_implementation='auto' → xla: 33 tokens (auto: no fused kernel "
-                   "on cpu)"]
+  assert lines == ["attention_implementation='auto' → heads_major: 33 tokens (auto: batched "
+                   "matmuls on CPU)"]
 
 
 def _relative_error(a, b) -> float:
