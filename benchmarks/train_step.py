@@ -17,7 +17,7 @@ same run, the compiled step's peak memory per device (`memory_analysis()`) and, 
 
 Baselines in the same run:
   plain     our model with materialised-softmax attention: 'xla' on GPU/TPU (where 'auto' picks the
-            fused kernel); 'explicit' elsewhere (on CPU 'auto' already is 'xla').
+            fused kernel); 'explicit' on CPU (where 'auto' is 'heads_major').
   hf        Hugging Face `VivitForVideoClassification` (PyTorch, SDPA; CUDA: bf16 autocast, CPU: the
             run's dtype) on Model 1's shapes: forward, cross-entropy, backward, SGD momentum step.
             Skipped, with the reason printed, where torch or transformers are missing.
@@ -430,7 +430,7 @@ def layer_parts(config, batch: int) -> list[dict]:
 
   b, heads = batch, (m.spatial_transformer.num_heads if kind == "factorized_encoder"
                      else m.num_heads)
-  embedding = [dict(kind="embedding", name="tubelet embedding (3D conv)",
+  embedding = [dict(kind="embedding", name="tubelet embedding (tubelets + matmul)",
                     shape=(b, frames, crop, crop, 3), count=1)]
   if kind == "spacetime":
     l = t * n + token
@@ -632,7 +632,9 @@ def main(argv=None) -> int:
   for r in rows:  # the comparisons measured in this run
     same = {x["role"]: x for x in rows if x["variant"] == r["variant"]}
     if r["role"] == "ours" and r.get("ms_per_step"):
-      for other in ("plain", "hf", "trainer"):
+      if same.get("trainer", {}).get("ms_per_step"):
+        r["trainer_rate_vs_step"] = r["ms_per_step"] / same["trainer"]["ms_per_step"]
+      for other in ("plain", "hf"):
         if same.get(other, {}).get("ms_per_step"):
           r[f"speedup_vs_{other}"] = same[other]["ms_per_step"] / r["ms_per_step"]
   meta = {
@@ -724,9 +726,9 @@ def table(rows: list[dict], meta: dict) -> str:
         f"{_fmt(r.get('speedup_vs_plain'), '.2f')}{'×' if r.get('speedup_vs_plain') else ''} | "
         f"{_fmt(r.get('speedup_vs_hf'), '.2f')}{'×' if r.get('speedup_vs_hf') else ''} |")
   for r in rows:
-    if r.get("speedup_vs_trainer"):
+    if r.get("trainer_rate_vs_step"):
       lines.append(f"\n{VARIANTS[r['variant']][0]}: the trainer on synthetic_device runs at "
-                   f"{r['speedup_vs_trainer']:.0%} of the bare step's rate (target ≥ 90%)")
+                   f"{r['trainer_rate_vs_step']:.0%} of the bare step's rate (target ≥ 90%)")
   for r in rows:
     budget = r.get("memory_budget")
     if budget:
