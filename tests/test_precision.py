@@ -63,7 +63,7 @@ def _demo_config(data_dir, dtype):
   data.synthetic.num_train, data.synthetic.num_validation, data.synthetic.num_test = 1024, 64, 256
   data.examples_per_subset = {"train": 1024, "validation": 64, "test": 256}
   config.num_training_epochs = None
-  config.num_training_steps = 160  # 5 epochs: the demo passes 99% of validation by then
+  config.num_training_steps = 256  # 8 epochs, as the demo
   config.log_eval_steps = 0
   config.checkpoint = False
   config.model_dtype_str = dtype
@@ -77,6 +77,7 @@ def test_synthetic_demo_learns_as_well_in_bfloat16(tmp_path):
     _, summary = train.train_and_evaluate(_demo_config(tmp_path / "data", dtype),
                                           str(tmp_path / dtype), devices=jax.devices()[:1])
     top1[dtype] = summary["test"]["top1"]
-  # Measured: float32 97.3%, bfloat16 99.6% (the bfloat16 run is no worse, within noise).
+  # Measured: 100.00% both. At 160 steps, where the curve is still steep, runs gave 97.3% /
+  # 99.6% and 97.3% / 91.4%: compare converged runs, not points on the slope.
   assert min(top1.values()) >= 0.95, top1
   assert top1["bfloat16"] >= top1["float32"] - 0.02, top1
