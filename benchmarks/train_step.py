@@ -157,9 +157,8 @@ def run_ours(spec: dict) -> dict:
     out["compiled_memory"] = dry_run.memory_summary(compiled.memory_analysis())
     clips = jax.ShapeDtypeStruct(
         (config.batch_size // sharding.data_parallel_size(mesh),) + shape, "float32")
-    out["kept_for_backward_bytes"] = remat.saved_activation_bytes(
-        lambda p, x: model.apply({"params": p}, x, train=False).sum(), abstract[0]["params"],
-        clips)
+    out["kept_for_backward_bytes"] = remat.model_activation_bytes(model, abstract[0]["params"],
+                                                                  clips)
     if spec.get("memory_budget_gb") and impl == spec["attentions"][0]:
       out["memory_budget"] = largest_batch(config, spec["memory_budget_gb"],
                                            sharding.data_parallel_size(mesh), dry_run)
@@ -383,7 +382,7 @@ def run_breakdown(spec: dict) -> dict:
       flops = 3 * 2 * m * k_in * n_out
     elif kind == "embedding":  # the tubelet conv: the kernel's gradient (the clips need none)
       b_ = shape[0]
-      embed = TubeletEmbedding(config.model, dtype)
+      embed = Tokeniser(config.model, dtype)
       video = jax.random.normal(key, shape)
       params = embed.init(key, video)
       seconds = timed(lambda p, x: embed.apply(p, x), args=[params], inputs=(video,))
@@ -454,7 +453,7 @@ def layer_parts(config, batch: int) -> list[dict]:
                  m.num_layers, m)
 
 
-def _tubelet_embedding():
+def _tokeniser():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from vivit_jax.models import embed  # pylint: disable=g-import-not-at-top
 
@@ -471,8 +470,8 @@ def _tubelet_embedding():
   return Embedding
 
 
-def TubeletEmbedding(model_config, dtype):  # pylint: disable=invalid-name
-  return _tubelet_embedding()(model_config, dtype)
+def Tokeniser(model_config, dtype):  # pylint: disable=invalid-name
+  return _tokeniser()(model_config, dtype)
 
 
 # --------------------------------------------------------------------------- child: the trainer

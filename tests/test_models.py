@@ -12,7 +12,7 @@ from flax import serialization, traverse_util
 from tests import numpy_vivit
 from vivit_jax import models
 from vivit_jax.models import embed
-from vivit_jax.models.remat import saved_activation_bytes
+from vivit_jax.models.remat import model_activation_bytes
 
 SCENIC_CASES = ["spacetime_token", "factorized_encoder_token",
                 "spacetime_token_legacy_optimizer_layout"]
@@ -255,8 +255,7 @@ def _saved_bytes(remat):
   video = jnp.zeros((8, 8, 32, 32, 3))
   params = flax.core.meta.unbox(jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), video, train=False))["params"])
-  return saved_activation_bytes(lambda p: model.apply({"params": p}, video, train=False).sum(),
-                                params)
+  return model_activation_bytes(model, params, video)
 
 
 @pytest.mark.parametrize("policy", ["full", "dots_saveable", True])

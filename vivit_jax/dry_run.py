@@ -50,7 +50,6 @@ def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
   memory = compiled.memory_analysis()
   per_device = global_batch // sharding.data_parallel_size(mesh)
   clips = jax.ShapeDtypeStruct((per_device,) + config_facts.input_shape(config), np.float32)
-  loss = lambda p, x: model.apply({"params": p}, x, train=False).sum()  # noqa: E731
   report = {
       "devices": len(devs), "platform": devs[0].platform, "device_kind": devs[0].device_kind,
       "processes": len({d.process_index for d in devs}),
@@ -63,7 +62,7 @@ def dry_run(config: ml_collections.ConfigDict, devices=None) -> dict[str, Any]:
       "batch_per_device": per_device,
       "remat": remat.remat_policy_name(config.model.get("remat")),
       # Residuals of the forward pass for the backward one, parameters included.
-      "activation_bytes_per_device": remat.saved_activation_bytes(loss, abstract["params"],
+      "activation_bytes_per_device": remat.model_activation_bytes(model, abstract["params"],
                                                                   clips),
       "batch_per_host": global_batch // max(len({d.process_index for d in devs}), 1),
       "memory": memory_summary(memory),

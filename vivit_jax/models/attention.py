@@ -15,7 +15,7 @@ implementation (`model.attention_implementation`) at trace time:
   'heads_major'  the same softmax attention with heads moved before tokens first, so both
             products are plain batched matmuls `[b, h, l, c]`; on CPU ~1.2-1.3x faster than
             'xla' forward + backward from ~50 tokens on (the whole train step of every variant:
-            1.05-1.06x the plain path's), slower on the 4-17-token temporal attentions
+            1.02-1.07x the plain path's), slower on the 4-17-token temporal attentions
             (docs/benchmarks.md, "Train step").
   'auto'/None  the fused kernel of the platform where it runs and helps; on CPU 'heads_major'
             from CPU_MIN_TOKENS tokens on; else 'xla'.

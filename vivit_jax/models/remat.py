@@ -46,3 +46,10 @@ def saved_activation_bytes(loss_fn: Callable, *args) -> int:
   residuals = jax.eval_shape(lambda *a: jax.vjp(loss_fn, *a)[1], *args)
   return int(sum(np.prod(r.shape) * np.dtype(r.dtype).itemsize
                  for r in jax.tree.leaves(residuals)))
+
+
+def model_activation_bytes(model, params, clips: jax.ShapeDtypeStruct) -> int:
+  """`saved_activation_bytes` of a ViViT's training forward pass on `clips [b, t, h, w, 3]`
+  (what `--dry_run` and benchmarks/train_step.py report per device; parameters included)."""
+  return saved_activation_bytes(
+      lambda p, x: model.apply({"params": p}, x, train=False).sum(), params, clips)
